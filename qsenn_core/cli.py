@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from qsenn_core.distributed import cleanup_distributed, maybe_relaunch
 from qsenn_core.errors import QsennError
 from qsenn_core.params import Params, load_params
 
@@ -16,7 +17,7 @@ log = logging.getLogger("qsenn")
 def stage_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the ``--params`` option every stage takes."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--params", default="params.yaml", help="params file")
     return parser
 
 
@@ -24,16 +25,28 @@ def run_stage(
     main: Callable[[argparse.Namespace, Params], None],
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None = None,
+    *,
+    distributed: bool = False,
 ) -> int:
     """Parse argv, load and validate params, run ``main``; expected errors become one stderr line.
 
+    With ``distributed`` and ``train.nproc > 1`` the script re-runs itself under torchrun
+    (DistributedDataParallel) and returns the exit code of that run.
     Returns the process exit code: 0 on success, 1 for a :class:`QsennError`, 130 on Ctrl-C.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
-        main(args, params)
+        if distributed:
+            code = maybe_relaunch(params.train.nproc, [sys.argv[0], *argv])
+            if code is not None:
+                return code
+        try:
+            main(args, params)
+        finally:
+            cleanup_distributed()
     except QsennError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

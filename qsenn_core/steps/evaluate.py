@@ -1,0 +1,140 @@
+"""Stages ``evaluate_*`` and ``summarize``: the paper's metrics for one model, and the table.
+
+Fidelity is test accuracy; Diversity is diversity@5 (eq. 6) on the test images; Grounding is
+dependence (eq. 7-8) on the test images and alignment r (eq. 9-10) on the training features; the
+binary-feature fraction (Table 4, supplement Table 10) and correlation@5 (supplement) come from
+the training features of the features the final layer uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from qsenn_core import metrics as M
+from qsenn_core.errors import DataError
+from qsenn_core.extract import read_features
+from qsenn_core.io import write_json
+from qsenn_core.params import Params
+from qsenn_core.quantize import assignment_change
+from qsenn_core.sparse_layer import SparseLayer, attach_sparse_layer, load_sparse_layer
+from qsenn_core.steps.common import device_of, load_splits, trained_model
+from qsenn_core.training import prepare_model, to_device
+
+log = logging.getLogger(__name__)
+
+K = 5  # diversity@5 and correlation@5 (paper, Table 1)
+
+
+def _layer_view(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                 torch.Tensor | None, torch.Tensor | None]:
+    """(weight, selection, mean, std) of the final layer; the dense head has no selection."""
+    head = model.head
+    if isinstance(head, SparseLayer):
+        return (head.weight.detach().cpu(), head.selection.cpu(), head.mean.detach().cpu(),
+                head.std.detach().cpu())
+    return model.head_weight().detach().cpu(), None, None, None
+
+
+@torch.no_grad()
+def _test_pass(model: torch.nn.Module, dataset, device: torch.device, batch_size: int,
+               num_workers: int) -> dict[str, np.ndarray | float]:
+    """Logits, labels and pooled features of the test split; diversity@5 accumulated per batch."""
+    model = prepare_model(model, device).eval()
+    weight, selection, _, _ = _layer_view(model)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    logits, labels, features = [], [], []
+    diversity_sum, count = 0.0, 0
+    for images, y, _ in tqdm(loader, desc="evaluate", unit="batch", leave=False):
+        out = model(to_device(images, device))
+        maps = out.feature_maps if selection is None else out.feature_maps[:, selection.to(device)]
+        pred = out.logits.argmax(1)
+        diversity_sum += M.diversity_at_k(maps.float().cpu(), weight, pred.cpu(), k=K) * len(y)
+        count += len(y)
+        logits.append(out.logits.float().cpu())
+        labels.append(torch.as_tensor(y))
+        features.append(out.features.float().cpu())
+    return {"logits": torch.cat(logits).numpy(), "labels": torch.cat(labels).numpy(),
+            "features": torch.cat(features).numpy(), "diversity": diversity_sum / count}
+
+
+def model_metrics(params: Params, model: torch.nn.Module, train_features: np.ndarray,
+                  train_attributes: np.ndarray | None, dataset, *,
+                  batch_size: int = 128) -> dict[str, float]:
+    """All metrics of one model. ``train_features`` are aligned with the layer's weight columns.
+
+    Percent where the paper reports percent (accuracy, diversity@5, dependence, binary features,
+    correlation@5); alignment r as in the paper's tables (x100 is not applied: r is unbounded).
+    """
+    test = _test_pass(model, dataset, device_of(params), batch_size, params.data.num_workers)
+    weight, selection, mean, std = _layer_view(model)
+    if train_features.shape[1] != weight.shape[1]:
+        raise DataError(f"training features have {train_features.shape[1]} columns but the "
+                        f"final layer has {weight.shape[1]}")
+    predicted = test["logits"].argmax(1)
+    raw = test["features"] if selection is None else test["features"][:, selection.numpy()]
+    received = raw if mean is None else (raw - mean.numpy()) / std.numpy()
+    used = np.flatnonzero((weight != 0).any(0).numpy())
+    f_used = train_features[:, used]
+    n_train = len(train_features)
+    result = {
+        "accuracy": 100.0 * M.accuracy(predicted, test["labels"]),
+        "n_features": M.n_used_features(weight),
+        "features_per_class": M.features_per_class(weight),
+        "diversity_at_5": 100.0 * float(test["diversity"]),
+        "dependence": 100.0 * M.dependence(received, weight, predicted),
+        "dependence_raw": 100.0 * M.dependence(raw, weight, predicted),
+        "correlation_at_5": 100.0 * M.correlation_at_k(train_features, weight, k=K),
+    }
+    if used.size == 0:  # a layer without weights (an over-regularized baseline) uses nothing
+        log.warning("the final layer has no nonzero weight: feature metrics are 0")
+        result.update(binary_features=0.0, binary_features_strict=0.0)
+        return {key: float(round(value, 6)) for key, value in result.items()}
+    result["binary_features"] = 100.0 * M.binary_feature_fraction(f_used)
+    result["binary_features_strict"] = 100.0 * M.binary_feature_fraction(
+        f_used, strict_min_cluster=n_train / params.n_classes)
+    if train_attributes is not None:
+        result["alignment_r"] = M.alignment_r(f_used, train_attributes)
+    return {key: float(round(value, 6)) for key, value in result.items()}
+
+
+def evaluate(params: Params, model_path: Path, features_path: Path, out: Path, *,
+             layer_path: Path | None = None, prev_model_path: Path | None = None) -> dict:
+    """Metrics of ``model_path`` (with ``layer_path`` as its final layer when given, as for the
+    glm-saga_5 baseline) into ``out``; with ``prev_model_path`` also the fraction of changed
+    assignments from the previous iteration (supplement, Convergence of W^Q)."""
+    splits = load_splits(params, train_augment=False)
+    model = trained_model(params, model_path)
+    if layer_path is not None:
+        attach_sparse_layer(model, load_sparse_layer(layer_path), params.model.dropout)
+    X, _, _ = read_features(features_path, "train")
+    index = splits.index
+    attributes = None
+    if index.attributes is not None:
+        attributes = index.attributes[index.split("train")]
+    result = model_metrics(params, model, X, attributes, splits.test)
+    if prev_model_path is not None:
+        prev = trained_model(params, prev_model_path)
+        if isinstance(prev.head, SparseLayer) and isinstance(model.head, SparseLayer):
+            result["assignments_changed"] = 100.0 * assignment_change(prev.head.weight,
+                                                                      model.head.weight)
+    write_json(out, result)
+    log.info("%s: %s", out, ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.items())))
+    return result
+
+
+def summarize(params: Params, metrics_dir: Path, out: Path) -> dict[str, dict]:
+    """``metrics/final.json``: the metrics of the iteration named by ``final`` in params."""
+    path = Path(metrics_dir) / f"{params.final}.json"
+    try:
+        final = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read the final model's metrics ({err})") from None
+    write_json(out, final)
+    return final

@@ -1,0 +1,23 @@
+"""DVC stage finetune@i: fine-tune the previous model with the sparse layer frozen."""
+
+import sys
+from pathlib import Path
+
+from qsenn_core.cli import run_stage, stage_parser
+from qsenn_core.steps.loop import finetune
+
+
+def main(args, params):
+    finetune(params, args.iteration, Path(args.prev_model), Path(args.layer), Path(args.out),
+             Path(args.history), Path(args.metrics))
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("iteration", help="key of the iteration in params.yaml (1, 2, ...)")
+    parser.add_argument("prev_model", help="state dict of the previous model")
+    parser.add_argument("layer", help="sparse layer of quantize@i")
+    parser.add_argument("out", help="output state dict, e.g. models/iter_1.pt")
+    parser.add_argument("--history", required=True, help="per-epoch TSV (DVC plot)")
+    parser.add_argument("--metrics", required=True, help="final metrics JSON")
+    sys.exit(run_stage(main, parser, distributed=True))

@@ -1,0 +1,19 @@
+"""DVC stage train_dense: train the dense model (params: seed, device, data, model, train)."""
+
+import sys
+from pathlib import Path
+
+from qsenn_core.cli import run_stage, stage_parser
+from qsenn_core.steps.dense import train_dense
+
+
+def main(args, params):
+    train_dense(params, Path(args.model), Path(args.history), Path(args.metrics))
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("model", help="output state dict, e.g. models/dense.pt")
+    parser.add_argument("--history", required=True, help="per-epoch TSV (DVC plot)")
+    parser.add_argument("--metrics", required=True, help="final metrics JSON")
+    sys.exit(run_stage(main, parser, distributed=True))
