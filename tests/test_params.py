@@ -31,7 +31,8 @@ def test_defaults_follow_the_paper():
 
 def test_scientific_notation_strings_are_numbers():
     # YAML 1.1 reads "1e-3" (no dot) as a string
-    assert params_from_dict({"sparse": {"lambda_min_ratio": "1e-3"}}).sparse.lambda_min_ratio == 1e-3
+    params = params_from_dict({"sparse": {"lambda_min_ratio": "1e-3"}})
+    assert params.sparse.lambda_min_ratio == 1e-3
 
 
 @pytest.mark.parametrize(
