@@ -25,6 +25,9 @@ from qsenn_core.errors import DataError, QsennError
 from qsenn_core.io import atomic_path
 
 #: Keys of a saved sparse layer file.
+#: Smallest |std| the layer divides by.
+STD_FLOOR = 1e-6
+
 SPARSE_LAYER_KEYS: tuple[str, ...] = ("selection", "weight", "bias", "mean", "std", "alpha")
 
 
@@ -76,8 +79,12 @@ class SparseLayer(nn.Module):
         return int(self.selection.numel())
 
     def standardize(self, features: Tensor) -> Tensor:
-        """The selected, standardized features (f[selection] - mean) / std, shape (B, n_f*)."""
-        return (features[:, self.selection] - self.mean) / self.std
+        """The selected, standardized features (f[selection] - mean) / |std|, shape (B, n_f*).
+
+        With ``train_standardization`` SGD may push a std through zero; dividing by |std|
+        (floored at ``STD_FLOOR``) keeps the layer finite and the signs of W^Q meaningful.
+        """
+        return (features[:, self.selection] - self.mean) / self.std.abs().clamp_min(STD_FLOOR)
 
     def forward(self, features: Tensor) -> Tensor:
         """Logits y = W^Q f* + b for features of shape (B, n_f) (paper, Method: y = C(f))."""
@@ -106,8 +113,8 @@ def _check_shapes(selection: Tensor, weight: Tensor, bias: Tensor, mean: Tensor,
     for name, value in (("mean", mean), ("std", std)):
         if value.shape != (n_sel,):
             raise QsennError(f"sparse layer: {name} must be ({n_sel},), got {tuple(value.shape)}")
-    if not bool(torch.all(std > 0)):
-        raise QsennError("sparse layer: std must be > 0 for every selected feature")
+    if not bool(torch.all(torch.isfinite(std) & (std != 0))):
+        raise QsennError("sparse layer: std must be finite and nonzero for every selected feature")
 
 
 def sparse_layer_state(layer: SparseLayer) -> dict[str, Tensor]:

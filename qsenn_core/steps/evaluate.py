@@ -124,6 +124,10 @@ def evaluate(params: Params, model_path: Path, features_path: Path, out: Path, *
         if isinstance(prev.head, SparseLayer) and isinstance(model.head, SparseLayer):
             result["assignments_changed"] = 100.0 * assignment_change(prev.head.weight,
                                                                       model.head.weight)
+    undefined = sorted(key for key, value in result.items() if not np.isfinite(value))
+    if undefined:  # e.g. dependence of a layer without weights; JSON has no NaN
+        log.warning("%s: undefined, left out: %s", out, ", ".join(undefined))
+        result = {k: v for k, v in result.items() if k not in undefined}
     write_json(out, result)
     log.info("%s: %s", out, ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.items())))
     return result
