@@ -156,6 +156,17 @@ class IterationParams:
 
 
 @dataclass(frozen=True)
+class ExplainParams:
+    """Explanation pictures of the final model (supplement, Visualization Techniques)."""
+
+    n_classes: int = 3  # classes with a global explanation, evenly spaced over the classes
+    n_images: int = 4  # training images per global explanation
+    n_local: int = 4  # test images with a local explanation, evenly spaced over the test split
+    threshold: float = 0.7  # local explanation: share of a feature's maximum (paper: 70%)
+    gamma: float = 1.5  # gamma correction of the overlaid maps
+
+
+@dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
 
@@ -173,6 +184,7 @@ class Params:
         default_factory=lambda: {"1": IterationParams()}
     )
     final: str = "iter_1"
+    explain: ExplainParams = field(default_factory=ExplainParams)
 
     @property
     def n_classes(self) -> int:
@@ -337,6 +349,14 @@ def _check(p: Params) -> None:
     _require(0 <= ft.momentum < 1, "finetune.momentum", "must be in [0, 1)")
     _require(ft.weight_decay >= 0, "finetune.weight_decay", "must be >= 0")
     _require(ft.batch_size >= 1, "finetune.batch_size", "must be >= 1")
+
+    ex = p.explain
+    _require(1 <= ex.n_classes <= p.n_classes, "explain.n_classes",
+             f"must be in [1, {p.n_classes}] (the number of classes)")
+    _require(ex.n_images >= 1, "explain.n_images", "must be >= 1")
+    _require(ex.n_local >= 0, "explain.n_local", "must be >= 0")
+    _require(0 <= ex.threshold < 1, "explain.threshold", "must be in [0, 1)")
+    _require(ex.gamma > 0, "explain.gamma", "must be > 0")
 
     known = {"dense"}
     for key, it in p.iterations.items():
