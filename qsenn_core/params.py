@@ -52,8 +52,8 @@ class SynthParams:
     train_per_class: int = 50
     test_per_class: int = 30
     spurious: float = 1.0  # P(train background tied to the class) in the TravelingBirds variant
-    attribute_noise: float = 0.1  # P(an image deviates from its class prototype per attribute type)
-    hide_prob: float = 0.1  # P(a part is hidden, its attributes then get certainty 1)
+    attribute_noise: float = 0.05  # P(an image deviates from its prototype per attribute type)
+    hide_prob: float = 0.05  # P(a part is hidden, its attributes then get certainty 1)
     guess_prob: float = 0.05  # P(an annotation is a "guessing" (certainty 2) noisy label)
     seed: int = 0
 

@@ -93,15 +93,19 @@ PALETTE: dict[str, RGB] = {
 }
 
 # Design constants of the generator (not experiment knobs: they define the benchmark itself).
-MIN_CLASS_DISTANCE = 2  # every pair of class prototypes differs in at least this many types
+# Bird size, pose range and family spread are set so that the default small_cnn learns the
+# default benchmark to 85-97% test accuracy within the CPU budget of ``dvc repro`` (birds span
+# about 3/4 of the image; any two classes differ in >= 4 of the 10 attribute types, so a class
+# stays identifiable when one or two of its small parts are hard to read).
+MIN_CLASS_DISTANCE = 4  # every pair of class prototypes differs in at least this many types
 FAMILY_SIZE = 3  # classes per family of near-identical siblings
-SIBLING_CHANGES = 3  # types in which a sibling differs from its family's founder
+SIBLING_CHANGES = 5  # types in which a sibling differs from its family's founder
 EXPLORE = 0.1  # P(the prototype search changes a random rather than a violating entry)
 SUPERSAMPLE = 2  # birds are drawn at this multiple of the image size, then box-filtered down
 JPEG_QUALITY = 90
-SIZE_SCALE = (0.27, 0.33, 0.40)  # pixels per body unit / image size, for small/medium/large
-SIZE_JITTER = 0.07  # std of the log scale around the size's nominal scale
-MAX_ROTATION = math.radians(20.0)
+SIZE_SCALE = (0.36, 0.40, 0.44)  # pixels per body unit / image size, for small/medium/large
+SIZE_JITTER = 0.03  # std of the log scale around the size's nominal scale
+MAX_ROTATION = math.radians(5.0)
 P_DEFINITELY = 0.7  # P(certainty 4 | visible, not guessing); else certainty 3
 BACKGROUND_NOISE = 6.0  # std of the per-pixel background noise (0-255 scale)
 

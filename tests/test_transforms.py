@@ -46,12 +46,14 @@ def test_train_pipeline_follows_the_supplement() -> None:
     assert jitter.saturation == (0.9, 1.1) and jitter.hue is None
 
 
-def test_aircraft_has_no_crop_and_imagenet_no_trivial_augment() -> None:
+def test_aircraft_has_no_crop_and_imagenet_and_synth_no_trivial_augment() -> None:
     aircraft = step_types(build_transform("aircraft", 32, train=True))
-    imagenet = step_types(build_transform("imagenet", 32, train=True))
     assert T.RandomCrop not in aircraft and T.TrivialAugmentWide in aircraft
-    assert T.TrivialAugmentWide not in imagenet and T.RandomCrop in imagenet
-    for name in ("synth", "synth_travelingbirds", "travelingbirds", "cars"):
+    for name in ("imagenet", "synth", "synth_travelingbirds"):
+        steps = step_types(build_transform(name, 32, train=True))
+        assert T.TrivialAugmentWide not in steps and T.RandomCrop in steps
+        assert T.ColorJitter in steps and T.RandomHorizontalFlip in steps
+    for name in ("travelingbirds", "cars"):
         steps = step_types(build_transform(name, 32, train=True))
         assert T.RandomCrop in steps and T.TrivialAugmentWide in steps
 

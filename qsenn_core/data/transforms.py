@@ -40,8 +40,11 @@ CROP_PADDING = 4
 JITTER = 0.1
 #: Datasets trained without the random crop.
 NO_CROP = frozenset({"aircraft"})
-#: Datasets trained without TrivialAugment.
-NO_TRIVIAL_AUGMENT = frozenset({"imagenet"})
+#: Datasets trained without TrivialAugment: ImageNet (supplement) and the generated birds. The
+#: synthetic classes are defined by part colours (wing/breast/crown/eye colour attributes), and
+#: TrivialAugment's solarize, posterize, equalize and colour ops rewrite those colours, i.e. they
+#: change the attributes and with them the class; ColorJitter(0.1) keeps them recognisable.
+NO_TRIVIAL_AUGMENT = frozenset({"imagenet", "synth", "synth_travelingbirds"})
 
 
 def build_transform(dataset: str, image_size: int, train: bool) -> Callable:
