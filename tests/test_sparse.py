@@ -1,0 +1,150 @@
+"""The exact path solver: objective, lambda_max, certified duality gap, bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from qsenn_core import sparse
+from qsenn_core.errors import QsennError
+
+
+def _data(n: int = 150, d: int = 6, c: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % c
+    X = rng.normal(size=(n, d)) + 1.6 * np.eye(c, d)[y] + 0.5 * rng.normal(size=(n, 1))
+    return sparse.standardize(X)[0].numpy(), y
+
+
+def test_standardize_guards_constant_columns() -> None:
+    X = np.column_stack([np.arange(5.0), np.full(5, 3.0), [1.0, 0.0, 1.0, 0.0, 1.0]])
+    Xs, mean, std = sparse.standardize(X)
+    assert torch.allclose(mean, torch.tensor([2.0, 3.0, 0.6], dtype=torch.float64))
+    assert float(std[1]) == 1.0
+    assert torch.all(Xs[:, 1] == 0)
+    assert torch.allclose(Xs[:, [0, 2]].std(0), torch.ones(2, dtype=torch.float64))
+    assert torch.allclose(Xs.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-12)
+
+
+def test_stratified_split_is_seeded() -> None:
+    y = np.repeat(np.arange(4), [10, 20, 1, 30])
+    tr, va = sparse.split_train_val(y, 0.1, seed=3)
+    assert np.array_equal(np.bincount(y[va], minlength=4), [1, 2, 0, 3])
+    assert np.intersect1d(tr, va).size == 0 and tr.size + va.size == y.size
+    assert np.array_equal(va, sparse.split_train_val(y, 0.1, seed=3)[1])
+    assert not np.array_equal(va, sparse.split_train_val(y, 0.1, seed=4)[1])
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_lambda_max_is_the_first_nonzero(group: bool) -> None:
+    X, y = _data()
+    lmax = sparse.lambda_max(torch.from_numpy(X), torch.from_numpy(y), 0.99, group)
+    path = sparse.solve_path(X, y, 3, n_lambdas=2, lambda_min_ratio=0.98, tol=1e-8,
+                             group=group, val_frac=0.0)
+    assert path.lambda_max == pytest.approx(lmax)
+    assert path.points[0].lam == pytest.approx(lmax)
+    assert path.points[0].nonzeros == 0
+    assert path.points[1].nonzeros > 0
+
+
+def test_matches_sklearn_saga_objective() -> None:
+    X, y = _data()
+    n = len(y)
+    path = sparse.solve_path(X, y, 3, n_lambdas=6, lambda_min_ratio=1e-2, tol=1e-9, val_frac=0.0)
+    for point in path.points[2::3]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf = LogisticRegression(C=1.0 / (point.lam * n), l1_ratio=0.99, solver="saga",
+                                     tol=1e-12, max_iter=100000).fit(X, y)
+        ref = sparse.objective_and_gap(X, y, clf.coef_, clf.intercept_, point.lam, 0.99, False)
+        assert point.objective == pytest.approx(ref.primal, rel=1e-6)
+        assert point.objective <= ref.primal * (1 + 1e-9)
+        assert point.duality_gap <= 1e-9 * point.objective
+        # the certificate is a lower bound of every primal value (weak duality)
+        ours = sparse.objective_and_gap(X, y, point.weight, point.bias, point.lam, 0.99, False)
+        assert ours.dual <= ref.primal + 1e-12
+
+
+@pytest.mark.parametrize(("alpha", "group"), [(0.99, False), (0.8, True), (1.0, False),
+                                              (1.0, True)])
+def test_gap_is_certified_and_below_tol(alpha: float, group: bool) -> None:
+    X, y = _data(d=8, c=4, seed=1)
+    tol = 1e-7
+    path = sparse.solve_path(X, y, 4, alpha=alpha, group=group, n_lambdas=5, tol=tol)
+    rng = np.random.default_rng(0)
+    tr = path.train_index
+    for p in path.points:
+        assert 0.0 <= p.duality_gap <= tol * p.objective + 1e-15
+        if group:  # whole feature columns enter and leave together
+            col_nnz = (p.weight != 0).sum(0)
+            assert bool(((col_nnz == 0) | (col_nnz == 4)).all())
+        # D is a lower bound: no perturbed point may have a smaller objective than it
+        for _ in range(3):
+            W = p.weight + 0.01 * torch.from_numpy(rng.normal(size=tuple(p.weight.shape)))
+            other = sparse.objective_and_gap(X[tr], y[tr], W, p.bias, p.lam, alpha, group)
+            assert other.primal >= p.objective - p.duality_gap - 1e-12
+            assert other.dual <= p.objective + 1e-12
+    assert list(path.table.columns[:3]) == ["lam", "objective", "duality_gap"]
+    assert {"nonzeros", "train_accuracy", "val_accuracy", "seconds"} <= set(path.table.columns)
+
+
+def test_gap_of_a_poor_point_is_large_but_valid() -> None:
+    X, y = _data()
+    lam = 0.01
+    best = sparse.solve_path(X, y, 3, n_lambdas=1, start_ratio=0.05, tol=1e-10, val_frac=0.0)
+    lam = best.points[0].lam
+    res = sparse.objective_and_gap(X, y, torch.zeros(3, 6), torch.zeros(3), lam, 0.99, False)
+    assert res.gap > 1e-2
+    assert res.dual <= best.points[0].objective + 1e-12
+
+
+def test_deterministic_and_path_shapes() -> None:
+    X, y = _data()
+    a = sparse.solve_path(X, y, 3, n_lambdas=4, tol=1e-6, seed=1)
+    b = sparse.solve_path(X, y, 3, n_lambdas=4, tol=1e-6, seed=1)
+    assert len(a.points) == 4 and a.final is a.points[-1]
+    assert a.final.weight.shape == (3, 6) and a.final.bias.shape == (3,)
+    for p, q in zip(a.points, b.points, strict=True):
+        assert torch.equal(p.weight, q.weight) and torch.equal(p.bias, q.bias)
+    lams = a.table["lam"].to_numpy()
+    assert np.allclose(lams[1:] / lams[:-1], 1e-3 ** (1 / 3))
+    assert 0.0 <= a.final.val_acc <= 1.0 and a.final.train_acc > 0.6
+
+
+def test_fast_preset() -> None:
+    X, y = _data()
+    path = sparse.solve_path(X, y, 3, **sparse.FAST_PRESET)
+    assert len(path.points) == 5
+    assert all(p.relative_gap <= 0.1 for p in path.points)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nonfinite_features_are_one_line_errors(bad: float) -> None:
+    X, y = _data()
+    X[3, 2] = bad
+    with pytest.raises(QsennError) as err:
+        sparse.solve_path(X, y, 3, n_lambdas=2)
+    assert "NaN/Inf" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_class_without_training_samples() -> None:
+    X, y = _data()
+    with pytest.raises(QsennError, match="class 3 has no samples") as err:
+        sparse.solve_path(X, y, 4, n_lambdas=2)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_labels_and_params() -> None:
+    X, y = _data()
+    with pytest.raises(QsennError, match="labels"):
+        sparse.solve_path(X, y[:-1], 3)
+    with pytest.raises(QsennError, match="values must lie"):
+        sparse.solve_path(X, y - 1, 3)
+    with pytest.raises(QsennError, match="alpha"):
+        sparse.solve_path(X, y, 3, alpha=0.0)
+    with pytest.raises(QsennError, match="constant"):
+        sparse.solve_path(np.zeros_like(X), y, 3)
