@@ -534,110 +534,63 @@ def _fista(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: f
     return Wx, bx, L, max_iter
 
 
-def _hessian_blocks(P: Tensor, outer: Tensor) -> Tensor:
-    """Per-class Hessian blocks H_k = 1/n sum_i p_ik (1 - p_ik) x~_i x~_i^T, shape (n_c, e, e).
-
-    ``outer`` is the (n, e * e) matrix of the per-sample outer products x~_i x~_i^T of the
-    bias-augmented features x~ = (x, 1), so all blocks are one matrix product.
-    """
-    n = P.shape[0]
-    e = math.isqrt(outer.shape[1])
-    w = P * (1.0 - P)
-    return (w.T @ outer).div_(n).view(-1, e, e)
-
-
-def _model_step(G: Tensor, H: Tensor, W: Tensor, b: Tensor, lam: float, alpha: float,
-                group: bool, forcing: float, max_inner: int) -> tuple[Tensor, Tensor, int]:
-    """Approximately minimize the local model <G, D> + 1/2 sum_k D_k^T H_k D_k + lam g(W + D_W).
-
-    D = (D_W, D_b) per class (bias last). Solved by FISTA with gradient restart on the small
-    (n_c, e, e) blocks; steps 1 / ||H_k|| per class (l1) or 1 / max_k ||H_k|| (group). Stops
-    when the model's prox-gradient mapping is below ``forcing`` times its value at D = 0.
-    Returns the new (W, b) and the inner iteration count.
-    """
-    c, e = G.shape
-    eye = torch.eye(e, dtype=H.dtype, device=H.device)
-    Lk = torch.linalg.eigvalsh(H)[:, -1].clamp_min(1e-12)  # (c,)
-    step = (1.0 / Lk)[:, None] if not group else torch.full((c, 1), 1.0 / float(Lk.max()),
-                                                            dtype=H.dtype, device=H.device)
-    del eye
-    X0 = torch.cat([W, b[:, None]], 1)
-
-    def grad(V: Tensor) -> Tensor:
-        return G + torch.bmm(H, (V - X0).unsqueeze(2)).squeeze(2)
-
-    def prox_step(V: Tensor, gV: Tensor) -> Tensor:
-        U = V - step * gV
-        Wn = prox(U[:, :-1], step * lam if not group else float(step[0, 0]) * lam, alpha, group)
-        return torch.cat([Wn, U[:, -1:]], 1)
-
-    Vx = X0
-    first = prox_step(X0, grad(X0))
-    ref = float(((X0 - first) / step).norm())
-    if ref == 0.0:
-        return W, b, 0
-    Vy = X0
-    t = 1.0
-    it = 0
-    for it in range(1, max_inner + 1):
-        gy = grad(Vy)
-        Vn = prox_step(Vy, gy)
-        mapping = float(((Vy - Vn) / step).norm())
-        if float(((Vy - Vn) * (Vn - Vx)).sum()) > 0.0:
-            t = 1.0
-        t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
-        Vy = Vn + ((t - 1.0) / t_next) * (Vn - Vx)
-        Vx, t = Vn, t_next
-        if mapping <= forcing * ref:
-            break
-    return Vx[:, :-1].contiguous(), Vx[:, -1].contiguous(), it
-
-
-PN_FORCING = 0.1
-
-
-def _prox_newton(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: float,
-                 rel_tol: float, max_iter: int, L: float, outer: Tensor
-                 ) -> tuple[Tensor, Tensor, float, int]:
-    """Proximal Newton with per-class (block-diagonal) Hessians, inner FISTA, line search.
-
-    Same contract as :func:`_fista`; ``outer`` holds the per-sample outer products of
-    (Xa, 1). Iterations counted are outer iterations.
-    """
+def _anderson_pgd(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: float,
+                  rel_tol: float, max_iter: int, L: float, check_every: int = 5, K: int = 5
+                  ) -> tuple[Tensor, Tensor, float, int]:
+    """Proximal gradient with backtracking and Anderson extrapolation every K steps."""
     n, label_at = prob.n, prob.label_at
     alpha, group = prob.alpha, prob.group
     Z = torch.addmm(b.expand(n, -1), Xa, W.T)
-    Xt = torch.cat([Xa, Xa.new_ones(n, 1)], 1)
-    H = None
+    F = prob.loss(Z) + lam * float(penalty(W, alpha, group))
+    hist_x: list[Tensor] = []
+    hist_z: list[Tensor] = []
     for it in range(1, max_iter + 1):
         P, lse = _softmax_lse(Z)
         f = float((lse.sum() - Z.view(-1).take(label_at).sum()) / n)
-        F = f + lam * float(penalty(W, alpha, group))
-        R = P.clone()
+        check = it == 1 or it % check_every == 0
+        R = P if not check else P.clone()
         R.view(-1).index_add_(0, label_at, torch.full_like(lse, -1.0))
-        Gt = torch.mm(R.T, Xt).div_(n)
-        dual = _dual_value(prob, P, Gt[:, :-1], lam, cols, Z=Z, lse=lse)
-        if F - dual <= rel_tol * abs(F):
-            return W, b, L, it - 1
-        if H is None or True:
-            H = _hessian_blocks(P, outer)
-            H = H + 1e-12 * torch.eye(H.shape[1], dtype=H.dtype, device=H.device)
-        Wn, bn, inner = _model_step(Gt, H, W, b, lam, alpha, group, PN_FORCING, 20000)
-        DW, Db = Wn - W, bn - b
-        ZD = torch.addmm(Db.expand(n, -1), Xa, DW.T)
-        pen0 = float(penalty(W, alpha, group))
-        decrease = float((Gt[:, :-1] * DW).sum() + (Gt[:, -1] * Db).sum()) \
-            + lam * (float(penalty(Wn, alpha, group)) - pen0)
-        step = 1.0
+        GW = torch.mm(R.T, Xa).div_(n)
+        Gb = R.sum(0).div_(n)
+        if check:
+            dual = _dual_value(prob, P, GW, lam, cols, Z=Z, lse=lse)
+            if F - dual <= rel_tol * abs(F):
+                return W, b, L, it - 1
+        L *= _L_SHRINK
         while True:
-            Zt = Z + step * ZD
-            Wt = W + step * DW
-            Ft = prob.loss(Zt) + lam * float(penalty(Wt, alpha, group))
-            if Ft <= F + 1e-4 * step * decrease or step < 1e-8:
+            Wn = prox(W - GW / L, lam / L, alpha, group)
+            bn = b - Gb / L
+            Zn = torch.addmm(bn.expand(n, -1), Xa, Wn.T)
+            fn = prob.loss(Zn)
+            dW, db = Wn - W, bn - b
+            quad = f + float((GW * dW).sum() + (Gb * db).sum()) \
+                + 0.5 * L * float((dW * dW).sum() + (db * db).sum())
+            if fn <= quad + 1e-13 * abs(f) or L > 1e15:
                 break
-            step *= 0.5
-        logger.debug("PN it %d: F %.10g inner %d step %.3g", it, Ft, inner, step)
-        W, b, Z = Wt, b + step * Db, Zt
+            L *= 2.0
+        W, b, Z = Wn, bn, Zn
+        F = fn + lam * float(penalty(W, alpha, group))
+        hist_x.append(torch.cat([W.reshape(-1), b]))
+        hist_z.append(Z)
+        if len(hist_x) == K + 1:
+            Xh = torch.stack(hist_x)  # (K+1, m)
+            U = Xh[1:] - Xh[:-1]  # (K, m)
+            gram = U @ U.T
+            gram = gram + 1e-10 * float(gram.diagonal().max()) * torch.eye(K, dtype=gram.dtype,
+                                                                          device=gram.device)
+            try:
+                z = torch.linalg.solve(gram, torch.ones(K, dtype=gram.dtype, device=gram.device))
+                coef = z / z.sum()
+                x_e = coef @ Xh[1:]
+                Z_e = sum(float(coef[i]) * hist_z[i + 1] for i in range(K))
+                W_e = x_e[:-b.numel()].view_as(W)
+                b_e = x_e[-b.numel():]
+                F_e = prob.loss(Z_e) + lam * float(penalty(W_e, alpha, group))
+                if F_e < F:
+                    W, b, Z, F = W_e, b_e, Z_e, F_e
+            except RuntimeError:
+                pass
+            hist_x, hist_z = [], []
     return W, b, L, max_iter
 
 
@@ -742,7 +695,8 @@ def solve_path(X: ArrayLike, y: ArrayLike, n_classes: int, *, alpha: float = 0.9
                n_lambdas: int = 100, lambda_min_ratio: float = 1e-3, tol: float = 1e-4,
                group: bool = False, val_frac: float = 0.1, seed: int = 0,
                device: str | torch.device | None = None, max_iter: int = 20000,
-               start_ratio: float = 1.0, dtype: torch.dtype = torch.float64) -> PathResult:
+               start_ratio: float = 1.0, dtype: torch.dtype = torch.float64,
+               stop: Callable[[PathPoint], bool] | None = None) -> PathResult:
     """Exact elastic-net (or group) multinomial path on *standardized* features X (n, d).
 
     A seeded, stratified ``val_frac`` split is held out from the fit (as glm-saga's users do);
@@ -768,6 +722,6 @@ def solve_path(X: ArrayLike, y: ArrayLike, n_classes: int, *, alpha: float = 0.9
     lmax = lambda_max(prob.X, prob.Y, alpha, group)
     grid = lambda_grid(start_ratio * lmax, n_lambdas, lambda_min_ratio)
     points = run_exact_path(prob, grid, tol=tol, max_iter=max_iter, X_val=Xd[va], y_val=y_dev[va],
-                            desc="exact path")
+                            desc="exact path", stop=stop)
     return PathResult(points=points, lambda_max=lmax, alpha=alpha, group=group, solver="exact",
                       train_index=train_idx, val_index=val_idx)

@@ -109,15 +109,20 @@ def layer_inputs(params: Params, features_path: Path, selection_path: Path,
 # --------------------------------------------------------------------------- sparse path
 
 
-def regularization_path(params: Params, X: torch.Tensor, y: torch.Tensor) -> PathResult:
-    """The elastic-net path of ``params.sparse`` on standardized features, by the chosen solver."""
+def regularization_path(params: Params, X: torch.Tensor, y: torch.Tensor,
+                        max_nonzeros: int | None = None) -> PathResult:
+    """The elastic-net path of ``params.sparse`` on standardized features, by the chosen solver.
+
+    With ``max_nonzeros`` the exact solver stops at the first point denser than that.
+    """
     sp = params.sparse
     common = dict(alpha=sp.alpha, n_lambdas=sp.n_lambdas, lambda_min_ratio=sp.lambda_min_ratio,
                   tol=sp.tol, val_frac=sp.val_frac, seed=params.seed, device=device_of(params))
     if sp.solver == "glm-saga":
         return solve_path_glm_saga(X, y, params.n_classes, max_epochs=sp.max_epochs, lr=sp.lr,
                                    lookbehind=sp.lookbehind, batch_size=sp.batch_size, **common)
-    return solve_path(X, y, params.n_classes, **common)
+    stop = None if max_nonzeros is None else (lambda point: point.nonzeros > max_nonzeros)
+    return solve_path(X, y, params.n_classes, stop=stop, **common)
 
 
 def path_table(result: PathResult) -> pd.DataFrame:
@@ -233,9 +238,10 @@ def glm5(params: Params, features_path: Path, out_layer: Path, out_table: Path,
     raw = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64))
     labels = torch.from_numpy(y.astype(np.int64))
     Xs, mean, std = standardize(raw)
-    result = regularization_path(params, Xs, labels)
+    budget = int(max_per_class * params.n_classes)
+    result = regularization_path(params, Xs, labels, max_nonzeros=budget)
     write_csv(out_table, path_table(result))
-    allowed = [p for p in result.points if p.nonzeros <= max_per_class * params.n_classes]
+    allowed = [p for p in result.points if p.nonzeros <= budget]
     if not allowed:
         raise DataError(f"{features_path}: no path point has at most {max_per_class:g} "
                         "weights per class; lower sparse.lambda_min_ratio's start")
