@@ -471,10 +471,6 @@ class _State:
     step_L: float = 1.0  # last accepted Lipschitz estimate
 
 
-_RESTART = "grad"
-_L_SHRINK = 1.0
-
-
 def _fista(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: float,
            rel_tol: float, max_iter: int, L: float, check_every: int = 5
            ) -> tuple[Tensor, Tensor, float, int]:
@@ -517,12 +513,8 @@ def _fista(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: f
             L *= 2.0
         Fn = fn + lam * float(penalty(Wn, alpha, group))
         # gradient-based adaptive restart (O'Donoghue & Candes 2015)
-        if _RESTART == "grad":
-            if float(((Wy - Wn) * (Wn - Wx)).sum() + ((by - bn) * (bn - bx)).sum()) > 0.0:
-                t = 1.0
-        elif Fn > Fx:
+        if float(((Wy - Wn) * (Wn - Wx)).sum() + ((by - bn) * (bn - bx)).sum()) > 0.0:
             t = 1.0
-        L *= _L_SHRINK
         t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
         beta = (t - 1.0) / t_next
         if beta > 0.0:
@@ -532,66 +524,6 @@ def _fista(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: f
             Wy, by, Zy = Wn, bn, Zn
         Wx, bx, Zx, Fx, t = Wn, bn, Zn, Fn, t_next
     return Wx, bx, L, max_iter
-
-
-def _anderson_pgd(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: float,
-                  rel_tol: float, max_iter: int, L: float, check_every: int = 5, K: int = 5
-                  ) -> tuple[Tensor, Tensor, float, int]:
-    """Proximal gradient with backtracking and Anderson extrapolation every K steps."""
-    n, label_at = prob.n, prob.label_at
-    alpha, group = prob.alpha, prob.group
-    Z = torch.addmm(b.expand(n, -1), Xa, W.T)
-    F = prob.loss(Z) + lam * float(penalty(W, alpha, group))
-    hist_x: list[Tensor] = []
-    hist_z: list[Tensor] = []
-    for it in range(1, max_iter + 1):
-        P, lse = _softmax_lse(Z)
-        f = float((lse.sum() - Z.view(-1).take(label_at).sum()) / n)
-        check = it == 1 or it % check_every == 0
-        R = P if not check else P.clone()
-        R.view(-1).index_add_(0, label_at, torch.full_like(lse, -1.0))
-        GW = torch.mm(R.T, Xa).div_(n)
-        Gb = R.sum(0).div_(n)
-        if check:
-            dual = _dual_value(prob, P, GW, lam, cols, Z=Z, lse=lse)
-            if F - dual <= rel_tol * abs(F):
-                return W, b, L, it - 1
-        L *= _L_SHRINK
-        while True:
-            Wn = prox(W - GW / L, lam / L, alpha, group)
-            bn = b - Gb / L
-            Zn = torch.addmm(bn.expand(n, -1), Xa, Wn.T)
-            fn = prob.loss(Zn)
-            dW, db = Wn - W, bn - b
-            quad = f + float((GW * dW).sum() + (Gb * db).sum()) \
-                + 0.5 * L * float((dW * dW).sum() + (db * db).sum())
-            if fn <= quad + 1e-13 * abs(f) or L > 1e15:
-                break
-            L *= 2.0
-        W, b, Z = Wn, bn, Zn
-        F = fn + lam * float(penalty(W, alpha, group))
-        hist_x.append(torch.cat([W.reshape(-1), b]))
-        hist_z.append(Z)
-        if len(hist_x) == K + 1:
-            Xh = torch.stack(hist_x)  # (K+1, m)
-            U = Xh[1:] - Xh[:-1]  # (K, m)
-            gram = U @ U.T
-            gram = gram + 1e-10 * float(gram.diagonal().max()) * torch.eye(K, dtype=gram.dtype,
-                                                                          device=gram.device)
-            try:
-                z = torch.linalg.solve(gram, torch.ones(K, dtype=gram.dtype, device=gram.device))
-                coef = z / z.sum()
-                x_e = coef @ Xh[1:]
-                Z_e = sum(float(coef[i]) * hist_z[i + 1] for i in range(K))
-                W_e = x_e[:-b.numel()].view_as(W)
-                b_e = x_e[-b.numel():]
-                F_e = prob.loss(Z_e) + lam * float(penalty(W_e, alpha, group))
-                if F_e < F:
-                    W, b, Z, F = W_e, b_e, Z_e, F_e
-            except RuntimeError:
-                pass
-            hist_x, hist_z = [], []
-    return W, b, L, max_iter
 
 
 def _solve_one(prob: Problem, state: _State, lam: float, tol: float, max_iter: int
