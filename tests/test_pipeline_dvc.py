@@ -71,12 +71,14 @@ def test_repro_from_scratch_writes_every_output(project: Path) -> None:
     stages = ran_stages(out)
     for stage in ("prepare_data", "train_dense", "extract_dense", "select_features", "glm5",
                   "solve@1", "quantize@1", "finetune@1", "extract@1", "solve@2", "finetune@2",
-                  "evaluate_dense", "evaluate_glm5", "evaluate@1", "evaluate@2", "summarize"):
+                  "evaluate_dense", "evaluate_glm5", "evaluate@1", "evaluate@2", "summarize",
+                  "explain"):
         assert stage in stages
     # the chain follows params: iteration 2 starts from iteration 1's features and model
     assert stages.index("extract@1") < stages.index("solve@2")
     for path in ("models/dense.pt", "models/iter_2.pt", "features/iter_2.parquet",
-                 "sparse/iter_2/layer.pt", "sparse/selection.json", "logs/dense.tsv"):
+                 "sparse/iter_2/layer.pt", "sparse/selection.json", "logs/dense.tsv",
+                 "reports/index.html", "reports/assignment.png"):
         assert (project / path).is_file(), path
     final = json.loads((project / "metrics/final.json").read_text())
     assert final == json.loads((project / "metrics/iter_2.json").read_text())
@@ -100,8 +102,9 @@ def test_exp_run_adding_an_iteration_runs_only_new_stages(project: Path) -> None
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], project)
     out = run(["dvc", "exp", "run", "-S", "+iterations.3={prev: iter_2, epochs: 1}",
                "-S", "final=iter_3"], project)
-    assert sorted(ran_stages(out)) == sorted(
-        ["solve@3", "quantize@3", "finetune@3", "extract@3", "evaluate@3", "summarize"])
+    # the new iteration's stages, and what depends on the final model
+    assert sorted(ran_stages(out)) == sorted(["solve@3", "quantize@3", "finetune@3", "extract@3",
+                                              "evaluate@3", "summarize", "explain"])
     final = json.loads((project / "metrics/final.json").read_text())
     assert final == json.loads((project / "metrics/iter_3.json").read_text())
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], project)
