@@ -5,8 +5,9 @@ lambda grid and objective as the exact solver of :mod:`qsenn_core.sparse` and re
 :class:`~qsenn_core.sparse.PathResult`, with each point's objective and certified duality gap
 recomputed in float64 by :func:`qsenn_core.sparse.objective_and_gap`.
 
-How the package is driven (its defaults as the paper uses them: lr 0.1, up to 2000 epochs,
-tol 1e-4, lookbehind 5; the SLDD code uses batch 256 and a 10% validation split):
+How the package is driven (the paper's settings: lr 0.1, up to 2000 epochs, tol 1e-4,
+lookbehind 5; batches of 256 and a held-out 10% validation split, all in
+:class:`~qsenn_core.params.SparseParams`):
 
 - ``n_ex`` and ``n_classes`` are passed, so it does not count them with extra passes (and does
   not infer the class count from the largest label seen).

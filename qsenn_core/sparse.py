@@ -29,7 +29,13 @@ unpenalized bias imposes), the dual is::
 {max dual norm <= 1} and Theta is scaled into that set instead. P' is built from the softmax
 probabilities P of the current iterate: column sums are repaired by mixing P with a row-constant
 stochastic matrix (:func:`_repair_column_sums`), so D is a lower bound of the optimum for *any*
-iterate and P - D >= P - P* is a certificate.
+iterate and P - D >= P - P* is a certificate. Inside the iterations the entropy of the mixture is
+bounded below by the mixture of entropies (no logarithm needed); the reported gap maximizes
+D(t Theta) over a scaling t in [0, 1] (also feasible), which matters for inexact points such as
+glm-saga's.
+
+``tol`` of the exact solver is this certified *relative* gap, (P - D) / P; glm-saga's ``tol`` is
+its own criterion (objective improvement over ``lookbehind`` epochs), a different quantity.
 """
 
 from __future__ import annotations
@@ -73,7 +79,7 @@ class PathPoint:
     train_acc: float  # fraction in [0, 1] on the training part
     val_acc: float  # fraction in [0, 1] on the held-out part (nan without one)
     seconds: float = 0.0
-    iterations: int = 0  # FISTA iterations (exact solver) or nan-free 0 (glm-saga)
+    iterations: int = 0  # FISTA iterations of the exact solver (0 for glm-saga)
 
     @property
     def relative_gap(self) -> float:
@@ -267,11 +273,8 @@ def penalty(weight: Tensor, alpha: float, group: bool) -> Tensor:
     return alpha * omega + 0.5 * (1.0 - alpha) * (weight * weight).sum()
 
 
-def prox(weight: Tensor, step_lam: float | Tensor, alpha: float, group: bool) -> Tensor:
-    """Proximal map of step * lam * g: soft (group) threshold, then ridge shrinkage.
-
-    ``step_lam`` may be an (n_c, 1) tensor of per-class steps in the l1 case (separable).
-    """
+def prox(weight: Tensor, step_lam: float, alpha: float, group: bool) -> Tensor:
+    """Proximal map of step * lam * g: soft (group) threshold, then ridge shrinkage."""
     thr = step_lam * alpha
     if group:
         norms = weight.norm(dim=0, keepdim=True)
@@ -471,6 +474,12 @@ class _State:
     step_L: float = 1.0  # last accepted Lipschitz estimate
 
 
+#: Each FISTA iteration first tries a step 1 / (0.9 L); backtracking doubles L again when the
+#: sufficient-decrease test fails. The local curvature shrinks as the fit improves, and a
+#: never-decreasing L cost ~20% more iterations on the benchmark paths.
+_L_SHRINK = 0.9
+
+
 def _fista(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: float,
            rel_tol: float, max_iter: int, L: float, check_every: int = 5
            ) -> tuple[Tensor, Tensor, float, int]:
@@ -515,6 +524,7 @@ def _fista(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: f
         # gradient-based adaptive restart (O'Donoghue & Candes 2015)
         if float(((Wy - Wn) * (Wn - Wx)).sum() + ((by - bn) * (bn - bx)).sum()) > 0.0:
             t = 1.0
+        L *= _L_SHRINK
         t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
         beta = (t - 1.0) / t_next
         if beta > 0.0:

@@ -105,7 +105,8 @@ def test_refit_bias_is_optimal() -> None:
     g = torch.Generator().manual_seed(0)
     n, d, c = 120, 5, 4
     y = torch.arange(n) % c
-    f = torch.randn(n, d, generator=g, dtype=torch.float64) + torch.eye(c, d, dtype=torch.float64)[y]
+    f = torch.randn(n, d, generator=g, dtype=torch.float64)
+    f = f + torch.eye(c, d, dtype=torch.float64)[y]
     w = quantize(torch.randn(c, d, generator=g, dtype=torch.float64), 8)
 
     def ce(b: torch.Tensor) -> float:

@@ -94,7 +94,6 @@ def test_gap_is_certified_and_below_tol(alpha: float, group: bool) -> None:
 
 def test_gap_of_a_poor_point_is_large_but_valid() -> None:
     X, y = _data()
-    lam = 0.01
     best = sparse.solve_path(X, y, 3, n_lambdas=1, start_ratio=0.05, tol=1e-10, val_frac=0.0)
     lam = best.points[0].lam
     res = sparse.objective_and_gap(X, y, torch.zeros(3, 6), torch.zeros(3), lam, 0.99, False)
