@@ -1,0 +1,266 @@
+"""Compare experiments: `dvc exp show --json` -> the paper's Table 1 / Table 4 layout.
+
+Rows are experiments (baseline commits and ``dvc exp run`` results), columns the interpretability
+metrics of one model's metrics file (default ``metrics/final.json``, the final Q-SENN iteration):
+accuracy, features per class, n_features, diversity@5, dependence, alignment r, binary features,
+correlation@5, assignments changed. Each row also names the params it changes against its
+baseline commit, so an ablation row reads ``quant.enabled=False``.
+
+Command line (run inside the project; calls ``dvc exp show --json`` unless ``--input`` is given)::
+
+    python -m qsenn_core.compare --md results.md --csv results.csv
+    dvc exp show --json | python -m qsenn_core.compare --input - --model glm5
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qsenn_core.errors import QsennError
+
+log = logging.getLogger(__name__)
+
+PARAMS_FILE = "params.yaml"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: header, metrics key, digits in Markdown."""
+
+    header: str
+    key: str
+    digits: int = 1
+
+
+#: Table 1 / Table 4 of the paper, in its order (percent where the paper reports percent).
+COLUMNS: tuple[Column, ...] = (
+    Column("Accuracy", "accuracy"),
+    Column("Features/Class", "features_per_class", 2),
+    Column("n_features", "n_features", 0),
+    Column("Diversity@5", "diversity_at_5"),
+    Column("Dependence", "dependence"),
+    Column("Alignment r", "alignment_r", 3),
+    Column("Binary features", "binary_features"),
+    Column("Correlation@5", "correlation_at_5"),
+    Column("Assignments changed", "assignments_changed"),
+)
+
+
+class CompareError(QsennError):
+    """The experiment data cannot be read or turned into a table."""
+
+
+@dataclass
+class Experiment:
+    """One row: an experiment (or a baseline commit) with its params and metrics files."""
+
+    name: str
+    rev: str
+    baseline: str | None  # name of the baseline commit; None for a baseline itself
+    params: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]
+    changed: dict[str, Any] = field(default_factory=dict)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _files(data: Mapping[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    """``{file: contents}`` of the ``metrics``/``params`` section of one exp-show record."""
+    section = data.get(kind) or {}
+    return {path: entry.get("data") or {} for path, entry in section.items()
+            if isinstance(entry, Mapping)}
+
+
+def _experiment(record: Mapping[str, Any], baseline: str | None) -> Experiment | None:
+    data = record.get("data")
+    if not isinstance(data, Mapping) or record.get("error"):
+        return None
+    rev = str(record.get("rev", ""))
+    name = record.get("name") or (rev if rev == "workspace" else rev[:7])
+    params = _files(data, "params").get(PARAMS_FILE, {})
+    return Experiment(str(name), rev, baseline, params, _files(data, "metrics"))
+
+
+def experiments(shown: Sequence[Mapping[str, Any]], *, workspace: bool = False) -> list[Experiment]:
+    """Flatten parsed ``dvc exp show --json`` output into baseline and experiment rows.
+
+    Queued, running and failed experiments (no results yet) are left out, and so is the
+    workspace unless ``workspace`` is set. Each experiment's ``changed`` holds the flattened
+    params that differ from its baseline commit.
+    """
+    if not isinstance(shown, Sequence) or isinstance(shown, (str, bytes)):
+        raise CompareError("dvc exp show --json: expected a list of commits")
+    rows: list[Experiment] = []
+    for record in shown:
+        if not isinstance(record, Mapping) or "rev" not in record:
+            raise CompareError("dvc exp show --json: a commit entry without 'rev'")
+        if record["rev"] == "workspace" and not workspace:
+            continue
+        base = _experiment(record, None)
+        if base is None:
+            continue
+        rows.append(base)
+        base_params = flatten(base.params)
+        for group in record.get("experiments") or []:
+            state = (group.get("executor") or {}).get("state", "success")
+            if state not in ("success", None):
+                log.info("skipping %s experiment %s", state, group.get("name"))
+                continue
+            for rev in group.get("revs") or []:
+                exp = _experiment(rev, base.name)
+                if exp is None or not exp.metrics:
+                    continue
+                exp_params = flatten(exp.params)
+                exp.changed = {k: v for k, v in exp_params.items() if base_params.get(k) != v}
+                exp.changed.update({k: None for k in base_params.keys() - exp_params.keys()})
+                rows.append(exp)
+    return rows
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def table(rows: Sequence[Experiment], metrics_file: str = "metrics/final.json",
+          columns: Sequence[Column] = COLUMNS) -> list[dict[str, Any]]:
+    """One dict per experiment: ``experiment``, ``baseline``, ``changes``, then the columns.
+
+    A metric missing from an experiment's ``metrics_file`` is None.
+    """
+    out = []
+    for exp in rows:
+        metrics = exp.metrics.get(metrics_file, {})
+        row: dict[str, Any] = {
+            "experiment": exp.name,
+            "baseline": exp.baseline or "",
+            "changes": " ".join(f"{k}={v}" for k, v in sorted(exp.changed.items())),
+        }
+        for col in columns:
+            row[col.header] = _number(metrics.get(col.key))
+        out.append(row)
+    return out
+
+
+def _cell(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value).replace("|", "\\|")
+
+
+def to_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column] = COLUMNS) -> str:
+    """A GitHub Markdown table of :func:`table` rows."""
+    headers = ["Experiment", "Baseline", "Changes", *(c.header for c in columns)]
+    lines = ["| " + " | ".join(headers) + " |",
+             "| " + " | ".join(["---"] * 3 + ["---:"] * len(columns)) + " |"]
+    for row in rows:
+        cells = [_cell(row["experiment"], 0), _cell(row["baseline"], 0),
+                 _cell(row["changes"], 0) if row["changes"] else "-"]
+        cells += [_cell(row[c.header], c.digits) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column] = COLUMNS) -> str:
+    """CSV of :func:`table` rows, full precision, empty cells for missing metrics."""
+    buffer = io.StringIO()
+    fields = ["experiment", "baseline", "changes", *(c.header for c in columns)]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in fields})
+    return buffer.getvalue()
+
+
+def load_exp_show(source: str | None, cwd: Path | None = None,
+                  dvc_args: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Parsed ``dvc exp show --json``: from a file, ``-`` (stdin), or by running dvc (None)."""
+    if source == "-":
+        text = sys.stdin.read()
+    elif source is not None:
+        try:
+            text = Path(source).read_text()
+        except OSError as err:
+            raise CompareError(f"{source}: {err.strerror}") from None
+    else:
+        cmd = ["dvc", "exp", "show", "--json", "--no-pager", *dvc_args]
+        try:
+            proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            raise CompareError("dvc not found on PATH (activate the project's .venv)") from None
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise CompareError(f"{' '.join(cmd)} failed: {last}")
+        text = proc.stdout
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CompareError(f"dvc exp show --json: not JSON ({err.msg}, line {err.lineno})") \
+            from None
+    if not isinstance(data, list):
+        raise CompareError("dvc exp show --json: expected a list of commits")
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: print the Markdown table; optionally write ``--md`` and ``--csv`` files."""
+    parser = argparse.ArgumentParser(
+        prog="python -m qsenn_core.compare",
+        description="Turn `dvc exp show --json` into the paper's Table 1 / Table 4 layout.")
+    parser.add_argument("--input", help="exp-show JSON file, or - for stdin "
+                        "(default: run `dvc exp show --json` here)")
+    parser.add_argument("--model", default="final",
+                        help="metrics/<model>.json to tabulate: final (default), dense, glm5, "
+                             "iter_1, ...")
+    parser.add_argument("--workspace", action="store_true", help="include the workspace row")
+    parser.add_argument("-A", "--all-commits", action="store_true",
+                        help="experiments of all commits (passed to dvc exp show)")
+    parser.add_argument("--md", type=Path, help="write the Markdown table here")
+    parser.add_argument("--csv", type=Path, help="write the CSV table here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        shown = load_exp_show(args.input, dvc_args=["-A"] if args.all_commits else [])
+        rows = table(experiments(shown, workspace=args.workspace), f"metrics/{args.model}.json")
+        if not rows:
+            raise CompareError("no experiment with results in dvc exp show")
+        if all(row[c.header] is None for row in rows for c in COLUMNS):
+            raise CompareError(f"no experiment has metrics/{args.model}.json")
+        markdown = to_markdown(rows)
+        for path, text in ((args.md, markdown), (args.csv, to_csv(rows))):
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+        sys.stdout.write(markdown)
+    except QsennError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""qsenn_core.compare on a real `dvc exp show --json` of the tiny project.
+
+The sample (tests/data/exp_show_tiny.json) holds the workspace, the baseline commit ``main``, a
+finished experiment ``fin1`` (``-S final=iter_1``) and a queued one (``noquant-queued``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from qsenn_core.compare import (
+    COLUMNS,
+    CompareError,
+    experiments,
+    load_exp_show,
+    main,
+    table,
+    to_csv,
+    to_markdown,
+)
+
+SAMPLE = Path(__file__).parent / "data" / "exp_show_tiny.json"
+
+
+@pytest.fixture
+def shown() -> list[dict]:
+    return json.loads(SAMPLE.read_text())
+
+
+def metrics_of(shown: list[dict], name: str, path: str) -> dict:
+    for row in shown:
+        if row.get("name") == name:
+            return row["data"]["metrics"][path]["data"]
+        for group in row.get("experiments") or []:
+            for rev in group["revs"]:
+                if rev["name"] == name:
+                    return rev["data"]["metrics"][path]["data"]
+    raise KeyError(name)
+
+
+def test_rows_are_baseline_and_finished_experiments(shown: list[dict]) -> None:
+    rows = experiments(shown)
+    assert [r.name for r in rows] == ["main", "fin1"]  # no workspace, no queued run
+    assert rows[0].baseline is None and rows[1].baseline == "main"
+    assert rows[0].changed == {}
+    assert rows[1].changed == {"final": "iter_1"}
+    assert [r.name for r in experiments(shown, workspace=True)] == ["workspace", "main", "fin1"]
+
+
+def test_table_takes_the_final_metrics_of_each_experiment(shown: list[dict]) -> None:
+    rows = table(experiments(shown))
+    base = metrics_of(shown, "main", "metrics/final.json")
+    exp = metrics_of(shown, "fin1", "metrics/final.json")
+    assert base != exp
+    for row, source in zip(rows, (base, exp), strict=True):
+        for col in COLUMNS:
+            expected = source.get(col.key)
+            assert row[col.header] == (None if expected is None else pytest.approx(expected))
+    assert rows[1]["changes"] == "final=iter_1"
+    # iteration 1 has no previous layer: no "assignments changed" for fin1
+    assert rows[1]["Assignments changed"] is None
+
+
+def test_table_of_another_model(shown: list[dict]) -> None:
+    rows = table(experiments(shown), "metrics/glm5.json")
+    glm5 = metrics_of(shown, "main", "metrics/glm5.json")
+    assert rows[0]["Accuracy"] == pytest.approx(glm5["accuracy"])
+    assert rows[0]["n_features"] == pytest.approx(glm5["n_features"])
+
+
+def test_markdown_layout(shown: list[dict]) -> None:
+    md = to_markdown(table(experiments(shown))).splitlines()
+    headers = [c.strip() for c in md[0].strip("|").split("|")]
+    assert headers == ["Experiment", "Baseline", "Changes", *(c.header for c in COLUMNS)]
+    assert len(md) == 2 + 2
+    cells = [c.strip() for c in md[3].strip("|").split("|")]
+    exp = metrics_of(shown, "fin1", "metrics/final.json")
+    assert cells[:3] == ["fin1", "main", "final=iter_1"]
+    assert cells[3] == f"{exp['accuracy']:.1f}"
+    assert cells[3 + 5] == f"{exp['alignment_r']:.3f}"
+    assert cells[-1] == "-"  # the missing metric
+
+
+def test_csv_round_trips_full_precision(shown: list[dict]) -> None:
+    rows = table(experiments(shown))
+    parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
+    assert [r["experiment"] for r in parsed] == ["main", "fin1"]
+    exp = metrics_of(shown, "fin1", "metrics/final.json")
+    assert float(parsed[1]["Diversity@5"]) == exp["diversity_at_5"]
+    assert parsed[1]["Assignments changed"] == ""
+
+
+def test_removed_param_is_listed() -> None:
+    def record(name: str, params: dict) -> dict:
+        return {"rev": name * 8, "name": name, "error": None,
+                "data": {"params": {"params.yaml": {"data": params}},
+                         "metrics": {"metrics/final.json": {"data": {"accuracy": 1.0}}}}}
+
+    base = record("a", {"iterations": {"1": {"epochs": 3}, "2": {"epochs": 3}}})
+    base["experiments"] = [{"executor": None, "name": "b",
+                            "revs": [record("b", {"iterations": {"1": {"epochs": 40}}})]}]
+    rows = experiments([base])
+    assert rows[1].changed == {"iterations.1.epochs": 40, "iterations.2.epochs": None}
+
+
+def test_bad_input_is_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(CompareError, match="expected a list"):
+        experiments({"rev": "x"})  # type: ignore[arg-type]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(CompareError, match="not JSON") as err:
+        load_exp_show(str(bad))
+    assert "\n" not in str(err.value)
+    with pytest.raises(CompareError, match="missing.json"):
+        load_exp_show(str(tmp_path / "missing.json"))
+
+
+def test_cli_writes_markdown_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    md, table_csv = tmp_path / "out" / "t.md", tmp_path / "t.csv"
+    assert main(["--input", str(SAMPLE), "--md", str(md), "--csv", str(table_csv)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == md.read_text()
+    assert "| fin1 | main | final=iter_1 |" in printed
+    assert table_csv.read_text().startswith("experiment,baseline,changes,Accuracy,")
+
+
+def test_cli_unknown_model_fails_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--input", str(SAMPLE), "--model", "iter_9"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "metrics/iter_9.json" in err
