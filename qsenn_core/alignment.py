@@ -38,16 +38,16 @@ import torch
 
 from qsenn_core.errors import DataError, ParamsError
 from qsenn_core.metrics import alignment_matrix
+from qsenn_core.params import CLIP_NON_ADJECTIVES
 
 log = logging.getLogger(__name__)
 
 ArrayLike = np.ndarray | torch.Tensor
 
 #: Expressions that are nouns rather than adjectives get "-like" (supplement, "Prompts": "e.g.
-#: needle"). CUB's bill shapes and head patterns that are nouns, and the synthetic benchmark's.
-DEFAULT_NON_ADJECTIVES: tuple[str, ...] = (
-    "dagger", "needle", "cone", "hooked seabird", "eyebrow", "eyering", "eyeline",
-)
+#: needle"). CUB's bill shapes and head patterns that are nouns, and the synthetic benchmark's;
+#: the default of ``clip.non_adjectives`` in params.yaml.
+DEFAULT_NON_ADJECTIVES: tuple[str, ...] = CLIP_NON_ADJECTIVES
 
 #: The object noun of the prompts per dataset (``data.name``).
 OBJECT_NOUNS: dict[str, str] = {

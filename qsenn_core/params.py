@@ -166,6 +166,41 @@ class ExplainParams:
     gamma: float = 1.5  # gamma correction of the overlaid maps
 
 
+#: ``clip.pretrained`` value that trains ``clip.model`` from scratch (stage ``clip_pretrain``).
+CLIP_SCRATCH = "scratch"
+
+#: Nouns among the attribute expressions: prompts say "<expression>-like <type>" for them
+#: (supplement, "Prompts"); the default of ``clip.non_adjectives``.
+CLIP_NON_ADJECTIVES: tuple[str, ...] = (
+    "dagger", "needle", "cone", "hooked seabird", "eyebrow", "eyering", "eyeline",
+)
+
+
+@dataclass(frozen=True)
+class ClipPretrainParams:
+    """From-scratch contrastive pre-training of ``clip.model`` (``clip.pretrained: scratch``)."""
+
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 5e-3
+    weight_decay: float = 0.1
+    n_captions: int = 8  # caption variants per image; one is drawn per epoch
+    max_attributes: int = 5  # a caption names 1..max_attributes present attributes
+    threads: int = 2  # torch CPU threads (0 = torch's default)
+
+
+@dataclass(frozen=True)
+class ClipParams:
+    """CLIP alignment of the learned features with text concepts (eq. 11-16)."""
+
+    model: str = "ViT-B-32"  # open_clip model name; the paper's ViT-B-32, or QSENN-Tiny
+    pretrained: str = "openai"  # open_clip tag (local cache) | checkpoint path | scratch
+    batch_size: int = 64  # images per batch when embedding
+    non_adjectives: tuple[str, ...] = CLIP_NON_ADJECTIVES
+    top_k: int = 3  # concepts per feature in reports/alignment.csv
+    pretrain: ClipPretrainParams = field(default_factory=ClipPretrainParams)
+
+
 @dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
@@ -185,6 +220,7 @@ class Params:
     )
     final: str = "iter_1"
     explain: ExplainParams = field(default_factory=ExplainParams)
+    clip: ClipParams = field(default_factory=ClipParams)
 
     @property
     def n_classes(self) -> int:
@@ -224,6 +260,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value not in choices:
             raise ParamsError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
         return value
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)  # only tuple[X, ...] is used
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         _, val_tp = typing.get_args(tp)
         if not isinstance(value, dict) or not value:
@@ -357,6 +398,24 @@ def _check(p: Params) -> None:
     _require(ex.n_local >= 0, "explain.n_local", "must be >= 0")
     _require(0 <= ex.threshold < 1, "explain.threshold", "must be in [0, 1)")
     _require(ex.gamma > 0, "explain.gamma", "must be > 0")
+
+    c = p.clip
+    _require(bool(c.model.strip()), "clip.model", "must name an open_clip model (e.g. ViT-B-32)")
+    _require(bool(c.pretrained.strip()), "clip.pretrained",
+             f"must be an open_clip tag, a checkpoint path or {CLIP_SCRATCH!r}")
+    _require(c.batch_size >= 1, "clip.batch_size", "must be >= 1")
+    _require(c.top_k >= 1, "clip.top_k", "must be >= 1")
+    for i, word in enumerate(c.non_adjectives):
+        _require(bool(word.strip()), f"clip.non_adjectives[{i}]", "must not be empty")
+    cp = c.pretrain
+    _require(cp.epochs >= 1, "clip.pretrain.epochs", "must be >= 1")
+    _require(cp.batch_size >= 2, "clip.pretrain.batch_size",
+             "must be >= 2 (the contrastive loss needs negatives)")
+    _require(cp.lr > 0, "clip.pretrain.lr", f"must be > 0, got {cp.lr}")
+    _require(cp.weight_decay >= 0, "clip.pretrain.weight_decay", "must be >= 0")
+    _require(cp.n_captions >= 1, "clip.pretrain.n_captions", "must be >= 1")
+    _require(cp.max_attributes >= 1, "clip.pretrain.max_attributes", "must be >= 1")
+    _require(cp.threads >= 0, "clip.pretrain.threads", "must be >= 0 (0: torch's default)")
 
     known = {"dense"}
     for key, it in p.iterations.items():
