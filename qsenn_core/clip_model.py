@@ -149,6 +149,7 @@ def create_clip(
     *,
     device: str | torch.device = "cpu",
     cache_dir: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
 ) -> tuple[nn.Module, Preprocess, Tokenizer]:
     """``(model, preprocess, tokenizer)`` of an open_clip model, in eval mode; nothing downloaded.
 
@@ -160,6 +161,9 @@ def create_clip(
             ``weights_only=True``, or ``.safetensors``).
         device: where the model lives.
         cache_dir: open_clip's download cache, if not the default Hugging Face hub cache.
+        weights: a local state dict that replaces the weights ``pretrained`` names (the file
+            :func:`save_clip_weights` wrote); a tag's preprocessing and activation (QuickGELU,
+            mean/std) still come from the tag, whose file then need not be on this machine.
 
     Raises:
         ParamsError: unknown model name, or ``pretrained`` is neither a tag nor a file.
@@ -177,8 +181,8 @@ def create_clip(
         log.info("clip: %s with random weights", model)
     elif not _looks_like_path(value) and open_clip.get_pretrained_cfg(model, value):
         tag_cfg = open_clip.get_pretrained_cfg(model, value)
-        checkpoint = cached_checkpoint(model, value, cache_dir)
-        if checkpoint is None:
+        checkpoint = None if weights is not None else cached_checkpoint(model, value, cache_dir)
+        if checkpoint is None and weights is None:
             raise QsennError(_missing_weights_message(model, value, cache_dir))
     elif Path(value).expanduser().is_file():
         checkpoint = str(Path(value).expanduser())
@@ -188,6 +192,10 @@ def create_clip(
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
         raise ParamsError(f"clip.pretrained: {value!r} is neither a local checkpoint file nor a "
                           f"pretrained tag of {model} (tags: {tags})")
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise DataError(f"{weights}: CLIP weights file not found")
+        checkpoint = str(weights)
     try:
         clip, _, preprocess = open_clip.create_model_and_transforms(
             model,
@@ -212,6 +220,27 @@ def create_clip(
         log.info("clip: %s weights loaded from %s", model, checkpoint)
     clip.eval()
     return clip, preprocess, open_clip.get_tokenizer(model)
+
+
+def is_pretrained_tag(model: str, pretrained: str) -> bool:
+    """True when ``pretrained`` is an open_clip pretrained tag of ``model`` (not a file path)."""
+    register_tiny_config()
+    value = pretrained.strip()
+    return bool(value) and not _looks_like_path(value) and bool(
+        open_clip.get_pretrained_cfg(model, value))
+
+
+def save_clip_weights(state_dict: dict[str, Tensor], path: str | os.PathLike[str]) -> None:
+    """Write a CLIP state dict atomically with ``torch.save`` (contiguous CPU tensors).
+
+    Load it again with ``create_clip(model, pretrained, weights=path)`` (``weights_only``).
+    """
+    from qsenn_core.io import atomic_path
+
+    state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    log.info("clip: wrote %d tensors to %s", len(state), path)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from qsenn_core.explain import (
 from qsenn_core.params import Params
 from qsenn_core.report import build_report
 from qsenn_core.sparse_layer import SparseLayer
+from qsenn_core.steps.clip import alignment_rows, read_concept_names
 from qsenn_core.steps.common import device_of, load_splits, trained_model
 from qsenn_core.training import prepare_model, to_device
 
@@ -55,8 +56,14 @@ def _forward(model: torch.nn.Module, dataset, positions: list[int],
     return out.logits.float().cpu(), maps, head.standardize(out.features).float().cpu()
 
 
-def explain(params: Params, model_path: Path, metrics_dir: Path, out_dir: Path) -> Path:
-    """Global and local explanations, the assignment matrix and the HTML report of the model."""
+def explain(params: Params, model_path: Path, metrics_dir: Path, out_dir: Path,
+            concepts: Path | None = None) -> Path:
+    """Global and local explanations, the assignment matrix and the HTML report of the model.
+
+    ``concepts``: the alignment table of the ``align`` stage (``reports/alignment.csv``); each
+    feature's best CLIP concept is then shown beside its index and the table in the report.
+    """
+    concept_names = read_concept_names(concepts) if concepts is not None else None
     splits = load_splits(params, train_augment=False)
     index = splits.index
     model = trained_model(params, model_path)
@@ -84,7 +91,8 @@ def explain(params: Params, model_path: Path, metrics_dir: Path, out_dir: Path) 
         figure = global_explanation(
             [display_image(index, p, size, crop) for p in members],
             maps[:, assigned].numpy(), [feature_ids[j] for j in assigned],
-            [float(weight[c, j]) for j in assigned], index.class_names[c], gamma=ex.gamma)
+            [float(weight[c, j]) for j in assigned], index.class_names[c], gamma=ex.gamma,
+            concept_names=concept_names)
         name = f"global_class_{c:03d}.png"
         save_png(figure, out_dir / name)
         global_pngs.append((index.class_names[c], name))
@@ -101,7 +109,7 @@ def explain(params: Params, model_path: Path, metrics_dir: Path, out_dir: Path) 
             display_image(index, position, size, crop), maps[0, assigned].numpy(),
             [feature_ids[j] for j in assigned], contributions, index.class_names[predicted],
             index.class_names[int(index.labels[position])], threshold=ex.threshold,
-            signs=[float(weight[predicted, j]) for j in assigned])
+            signs=[float(weight[predicted, j]) for j in assigned], concept_names=concept_names)
         name = f"local_image_{int(index.image_ids[position])}.png"
         save_png(figure, out_dir / name)
         local_pngs.append((f"test image {int(index.image_ids[position])}", name))
@@ -115,4 +123,5 @@ def explain(params: Params, model_path: Path, metrics_dir: Path, out_dir: Path) 
             "n_f*": params.select.n_features, "weights per class": params.quant.n_per_class,
             "iterations": len(params.iterations), "final model": params.final}
     return build_report(out_dir, metrics=metrics, assignment_png="assignment.png",
-                        global_pngs=global_pngs, local_pngs=local_pngs, info=info)
+                        global_pngs=global_pngs, local_pngs=local_pngs, info=info,
+                        alignment_rows=alignment_rows(concepts) if concepts is not None else None)
