@@ -2,73 +2,35 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
-import re
-import shutil
+import signal
 import subprocess
-import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("qsenn_core", "stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
-                 ".gitignore")
+from dvc_project import Reproduced, copy_project, git, ran_stages, run, tool_env
 
 pytestmark = pytest.mark.slow
 
 
-def tiny_params(params: dict) -> dict:
-    """The default params shrunk so that the whole pipeline runs in a few minutes on 2 cores."""
-    params["synth"].update(n_classes=12, image_size=32, train_per_class=10, test_per_class=4)
-    params["data"]["image_size"] = 32
-    params["model"]["width"] = 32
-    params["train"].update(epochs=2, batch_size=32, lr_backbone=0.01, lr_head=0.01, lr_step=1)
-    params["select"]["n_features"] = 8
-    params["sparse"]["n_lambdas"] = 6
-    params["quant"]["n_per_class"] = 3
-    params["finetune"]["batch_size"] = 32
-    params["iterations"] = {"1": {"prev": "dense", "epochs": 1},
-                            "2": {"prev": "iter_1", "epochs": 1}}
-    params["final"] = "iter_2"
-    return params
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{tail}"
-    return proc.stdout + proc.stderr
-
-
-def ran_stages(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    for name in PROJECT_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, root / name)
-    params = tiny_params(yaml.safe_load((REPO / "params.yaml").read_text()))
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], root)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], root)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], root)
-    return root
+def project(reproduced: Reproduced, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's copy of the session's reproduced tiny project (its tests run in order)."""
+    return copy_project(reproduced.root, tmp_path_factory.mktemp("pipeline") / "project")
 
 
-def test_repro_from_scratch_writes_every_output(project: Path) -> None:
-    out = run(["dvc", "repro"], project)
-    stages = ran_stages(out)
+@pytest.fixture
+def fresh(reproduced: Reproduced, tmp_path: Path) -> Path:
+    """A copy of the reproduced tiny project of one's own."""
+    return copy_project(reproduced.root, tmp_path / "project")
+
+
+def test_repro_from_scratch_writes_every_output(reproduced: Reproduced, project: Path) -> None:
+    stages = ran_stages(reproduced.output)
     for stage in ("prepare_data", "train_dense", "extract_dense", "select_features", "glm5",
                   "solve@1", "quantize@1", "finetune@1", "extract@1", "solve@2", "finetune@2",
                   "evaluate_dense", "evaluate_glm5", "evaluate@1", "evaluate@2", "summarize",
@@ -97,9 +59,24 @@ def test_second_repro_runs_nothing(project: Path) -> None:
     assert "up to date" in run(["dvc", "status"], project)
 
 
+def test_plots_show_renders_training_curves_and_regularization_path(project: Path) -> None:
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], project))
+    assert not shown.get("errors"), shown["errors"]
+    plots = shown["data"]
+    # one training-curve plot per logs/*.tsv, train and test accuracy for every epoch
+    for name, epochs in (("dense", 2), ("iter_1", 1), ("iter_2", 1)):
+        values = plots[f"dvc.yaml::logs/{name}.tsv"][0]["content"]["data"]["values"]
+        fields = [v["field"] for v in values]
+        assert fields.count("train_accuracy") == fields.count("test_accuracy") == epochs, name
+    # the regularization path: accuracy against nonzeros of the final iteration and of glm5
+    values = plots["Regularization path"][0]["content"]["data"]["values"]
+    assert {v["filename"] for v in values} == {"iter_2/path.csv", "glm5/path.csv"}
+    nonzeros = [int(v["nonzeros"]) for v in values if v["filename"] == "iter_2/path.csv"]
+    assert nonzeros[0] == 0 and max(nonzeros) > 0  # the path starts at lambda_max: all zero
+    assert all("val_accuracy" in v for v in values)
+
+
 def test_exp_run_adding_an_iteration_runs_only_new_stages(project: Path) -> None:
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], project)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], project)
     out = run(["dvc", "exp", "run", "-S", "+iterations.3={prev: iter_2, epochs: 1}",
                "-S", "final=iter_3"], project)
     # the new iteration's stages, and what depends on the final model
@@ -109,3 +86,125 @@ def test_exp_run_adding_an_iteration_runs_only_new_stages(project: Path) -> None
     assert final == json.loads((project / "metrics/iter_3.json").read_text())
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], project)
     assert "iterations.3.prev" in shown or "iter_3" in shown
+
+
+def exp_show(root: Path) -> list[dict]:
+    """`dvc exp show --json`, parsed."""
+    return json.loads(run(["dvc", "exp", "show", "--json", "--no-pager"], root))
+
+
+def exp_records(shown: list[dict]) -> dict[str, dict]:
+    """name (or short rev) -> data of the workspace, the baseline commit and every experiment."""
+    records: dict[str, dict] = {}
+    for row in shown:
+        records[row.get("name") or row["rev"][:7]] = row["data"]
+        for exp in row.get("experiments") or []:
+            for rev in exp["revs"]:
+                records[rev.get("name") or rev["rev"][:7]] = rev["data"]
+    return records
+
+
+def final_metrics(data: dict) -> dict:
+    return data["metrics"]["metrics/final.json"]["data"]
+
+
+def test_exp_run_without_quantization_reruns_only_affected_stages(fresh: Path) -> None:
+    out = run(["dvc", "exp", "run", "-n", "no-quant", "-S", "quant.enabled=false"], fresh)
+    ran = set(ran_stages(out))
+    # quantize reads `quant`; everything downstream of a sparse layer reruns ...
+    assert {"quantize@1", "finetune@1", "extract@1", "evaluate@1", "solve@2", "quantize@2",
+            "finetune@2", "extract@2", "evaluate@2", "summarize", "explain"} <= ran
+    # ... and nothing upstream of it: data, dense model, selection, solve@1 (dense features),
+    # the glm5 baseline and what depends only on those
+    assert not ran & {"prepare_data", "train_dense", "extract_dense", "select_features", "glm5",
+                      "solve@1", "evaluate_dense", "evaluate_glm5", "clip_pretrain",
+                      "clip_embed"}, ran
+    records = exp_records(exp_show(fresh))
+    assert {"main", "no-quant"} <= records.keys()
+    base, ablation = records["main"], records["no-quant"]
+    assert base["params"]["params.yaml"]["data"]["quant"]["enabled"] is True
+    assert ablation["params"]["params.yaml"]["data"]["quant"]["enabled"] is False
+    assert final_metrics(ablation) == json.loads((fresh / "metrics/final.json").read_text())
+    assert final_metrics(base) == json.loads(git(fresh, "show", "HEAD:metrics/final.json"))
+    # the ablation's quantize metrics say it kept float weights: they differ from W^Q's
+    assert (ablation["metrics"]["metrics/quantize_iter_1.json"]["data"]
+            != base["metrics"]["metrics/quantize_iter_1.json"]["data"])
+    # the comparison command runs `dvc exp show --json` itself
+    run(["python", "-m", "qsenn_core.compare", "--csv", "table.csv"], fresh)
+    rows = {r["experiment"]: r for r in csv.DictReader((fresh / "table.csv").open())}
+    assert rows.keys() == {"main", "no-quant"}
+    assert rows["no-quant"]["changes"] == "quant.enabled=False"
+    assert float(rows["no-quant"]["Accuracy"]) == final_metrics(ablation)["accuracy"]
+    # the top-level plots render both experiments side by side
+    plots = json.loads(run(["dvc", "plots", "diff", "main", "no-quant", "--json"], fresh))["data"]
+    for plot_id in ("Regularization path", "dvc.yaml::logs/iter_2.tsv"):
+        assert sorted(plots[plot_id][0]["revisions"]) == ["main", "no-quant"], plot_id
+
+
+def wait_for_queue(root: Path, timeout: float) -> str:
+    """Poll `dvc queue status` until no task is queued or running; return the last status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = run(["dvc", "queue", "status"], root)
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        assert time.monotonic() < deadline, f"queue still busy after {timeout:.0f} s:\n{status}"
+        time.sleep(3)
+
+
+def test_queued_sweep_runs_in_parallel_and_finishes(fresh: Path) -> None:
+    # a cheap sweep (only `explain` reruns) so that the queue, not the stages, is under test
+    for n in (2, 3):
+        out = run(["dvc", "exp", "run", "--queue", "-n", f"explain-{n}",
+                   "-S", f"explain.n_images={n}"], fresh)
+        assert "Queued experiment" in out
+    assert run(["dvc", "queue", "status"], fresh).count("Queued") == 2
+    run(["dvc", "queue", "start", "-j", "2"], fresh)
+    status = wait_for_queue(fresh, timeout=600)
+    assert status.count("Success") == 2, status
+    records = exp_records(exp_show(fresh))
+    baseline = final_metrics(records["main"])
+    for n in (2, 3):
+        data = records[f"explain-{n}"]
+        assert data["params"]["params.yaml"]["data"]["explain"]["n_images"] == n
+        assert final_metrics(data) == baseline  # explain changes no metric
+
+
+def test_killed_stage_leaves_no_stale_output_and_reruns_cleanly(fresh: Path) -> None:
+    params = yaml.safe_load((fresh / "params.yaml").read_text())
+    params["train"]["epochs"] = 6
+    (fresh / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    outs = ("models/dense.pt", "logs/dense.tsv", "metrics/train_dense.json")
+    proc = subprocess.Popen(["dvc", "repro", "train_dense"], cwd=fresh, env=tool_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        # kill it once the stage has finished an epoch (its resume checkpoint exists)
+        deadline = time.monotonic() + 300
+        while not list((fresh / ".qsenn_scratch").glob("train_dense/*/resume.pt")):
+            assert proc.poll() is None, "dvc repro ended before it was killed"
+            assert time.monotonic() < deadline, "train_dense wrote no resume checkpoint"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0, output
+    assert "Running stage 'train_dense'" in output
+    for path in outs:  # the outputs are gone: DVC removed them and the stage never renamed one in
+        assert not (fresh / path).exists(), f"{path} left behind by the killed stage"
+    leftovers = [p.name for d in ("models", "logs", "metrics") for p in (fresh / d).iterdir()
+                 if p.name.endswith(".tmp")]  # atomic writes' temporaries
+    assert leftovers == [], leftovers
+    assert "train_dense" in run(["dvc", "status", "train_dense"], fresh)
+
+    out = run(["dvc", "repro", "train_dense"], fresh)
+    assert ran_stages(out) == ["train_dense"]
+    assert "resuming from epoch" in out
+    assert "up to date" in run(["dvc", "status", "train_dense"], fresh)
+    history = (fresh / "logs/dense.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in history[1:]] == [str(e) for e in range(1, 7)]
+    assert json.loads((fresh / "metrics/train_dense.json").read_text())["epochs"] == 6
+    assert not list((fresh / ".qsenn_scratch").glob("train_dense/*/resume.pt"))
