@@ -40,7 +40,8 @@ def test_repro_from_scratch_writes_every_output(reproduced: Reproduced, project:
     assert stages.index("extract@1") < stages.index("solve@2")
     for path in ("models/dense.pt", "models/iter_2.pt", "features/iter_2.parquet",
                  "sparse/iter_2/layer.pt", "sparse/selection.json", "logs/dense.tsv",
-                 "reports/index.html", "reports/assignment.png"):
+                 "reports/explain/index.html", "reports/explain/assignment.png",
+                 "reports/alignment.csv", "models/clip.pt"):
         assert (project / path).is_file(), path
     final = json.loads((project / "metrics/final.json").read_text())
     assert final == json.loads((project / "metrics/iter_2.json").read_text())
@@ -79,9 +80,9 @@ def test_plots_show_renders_training_curves_and_regularization_path(project: Pat
 def test_exp_run_adding_an_iteration_runs_only_new_stages(project: Path) -> None:
     out = run(["dvc", "exp", "run", "-S", "+iterations.3={prev: iter_2, epochs: 1}",
                "-S", "final=iter_3"], project)
-    # the new iteration's stages, and what depends on the final model
+    # the new iteration's stages, and what depends on the final model (align reads its features)
     assert sorted(ran_stages(out)) == sorted(["solve@3", "quantize@3", "finetune@3", "extract@3",
-                                              "evaluate@3", "summarize", "explain"])
+                                              "evaluate@3", "summarize", "align", "explain"])
     final = json.loads((project / "metrics/final.json").read_text())
     assert final == json.loads((project / "metrics/iter_3.json").read_text())
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], project)
