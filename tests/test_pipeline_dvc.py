@@ -41,7 +41,8 @@ def test_repro_from_scratch_writes_every_output(reproduced: Reproduced, project:
     for path in ("models/dense.pt", "models/iter_2.pt", "features/iter_2.parquet",
                  "sparse/iter_2/layer.pt", "sparse/selection.json", "logs/dense.tsv",
                  "reports/explain/index.html", "reports/explain/assignment.png",
-                 "reports/alignment.csv", "models/clip.pt"):
+                 "reports/alignment.csv", "models/clip.pt", "features/clip.parquet",
+                 "reports/figure_6a.png", "metrics/alignment.json"):
         assert (project / path).is_file(), path
     final = json.loads((project / "metrics/final.json").read_text())
     assert final == json.loads((project / "metrics/iter_2.json").read_text())
