@@ -178,8 +178,8 @@ def to_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column] = C
     lines = ["| " + " | ".join(headers) + " |",
              "| " + " | ".join(["---"] * 3 + ["---:"] * len(columns)) + " |"]
     for row in rows:
-        cells = [_cell(row["experiment"], 0), _cell(row["baseline"], 0),
-                 _cell(row["changes"], 0) if row["changes"] else "-"]
+        cells = [_cell(row["experiment"], 0)]
+        cells += [_cell(row[k], 0) if row[k] else "-" for k in ("baseline", "changes")]
         cells += [_cell(row[c.header], c.digits) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -207,14 +207,16 @@ def load_exp_show(source: str | None, cwd: Path | None = None,
         except OSError as err:
             raise CompareError(f"{source}: {err.strerror}") from None
     else:
-        cmd = ["dvc", "exp", "show", "--json", "--no-pager", *dvc_args]
+        beside = Path(sys.executable).parent / "dvc"  # the venv's dvc, activated or not
+        dvc = str(beside) if beside.is_file() else "dvc"
+        cmd = [dvc, "exp", "show", "--json", "--no-pager", *dvc_args]
         try:
             proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
         except FileNotFoundError:
             raise CompareError("dvc not found on PATH (activate the project's .venv)") from None
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise CompareError(f"{' '.join(cmd)} failed: {last}")
+            raise CompareError(f"dvc exp show --json failed: {last}")
         text = proc.stdout
     try:
         data = json.loads(text)

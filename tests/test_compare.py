@@ -84,6 +84,7 @@ def test_markdown_layout(shown: list[dict]) -> None:
     assert cells[3] == f"{exp['accuracy']:.1f}"
     assert cells[3 + 5] == f"{exp['alignment_r']:.3f}"
     assert cells[-1] == "-"  # the missing metric
+    assert [c.strip() for c in md[2].strip("|").split("|")][:3] == ["main", "-", "-"]
 
 
 def test_csv_round_trips_full_precision(shown: list[dict]) -> None:
