@@ -180,13 +180,13 @@ CLIP_NON_ADJECTIVES: tuple[str, ...] = (
 class ClipPretrainParams:
     """From-scratch contrastive pre-training of ``clip.model`` (``clip.pretrained: scratch``)."""
 
-    epochs: int = 8
+    epochs: int = 16
     batch_size: int = 32
-    lr: float = 5e-3
+    lr: float = 1e-3
     weight_decay: float = 0.1
     n_captions: int = 8  # caption variants per image; one is drawn per epoch
     max_attributes: int = 5  # a caption names 1..max_attributes present attributes
-    threads: int = 2  # torch CPU threads (0 = torch's default)
+    threads: int = 1  # torch CPU threads (0 = torch's default); 1 is fastest on a shared CPU
 
 
 @dataclass(frozen=True)
