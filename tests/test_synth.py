@@ -226,7 +226,7 @@ def test_prototypes_are_shared_and_separated(n_classes: int) -> None:
     assert ((protos >= 0) & (protos < sizes)).all()
     dist = (protos[:, None] != protos[None]).sum(-1)
     np.fill_diagonal(dist, len(sizes))
-    assert dist.min() >= synth.MIN_CLASS_DISTANCE >= 2
+    assert dist.min() >= synth.class_distance(n_classes) >= 4
     for t, size in enumerate(sizes):
         counts = np.bincount(protos[:, t], minlength=size)
         assert not (counts == 1).any(), "an expression identifies a single class"
@@ -235,7 +235,7 @@ def test_prototypes_are_shared_and_separated(n_classes: int) -> None:
 
 def test_prototypes_of_two_classes_differ() -> None:
     protos = synth.sample_prototypes(np.random.default_rng(0), 2, synth.type_sizes())
-    assert (protos[0] != protos[1]).sum() >= synth.MIN_CLASS_DISTANCE
+    assert (protos[0] != protos[1]).sum() >= synth.class_distance(2)
 
 
 def test_noise_free_classes_share_every_attribute(tmp_path: Path) -> None:
