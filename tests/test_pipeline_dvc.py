@@ -31,7 +31,8 @@ def fresh(reproduced: Reproduced, tmp_path: Path) -> Path:
 
 def test_repro_from_scratch_writes_every_output(reproduced: Reproduced, project: Path) -> None:
     stages = ran_stages(reproduced.output)
-    for stage in ("prepare_data", "train_dense", "extract_dense", "select_features", "glm5",
+    for stage in ("prepare_data", "index_data", "train_dense", "extract_dense", "select_features",
+                  "glm5",
                   "solve@1", "quantize@1", "finetune@1", "extract@1", "solve@2", "finetune@2",
                   "evaluate_dense", "evaluate_glm5", "evaluate@1", "evaluate@2", "summarize",
                   "explain"):
@@ -118,7 +119,8 @@ def test_exp_run_without_quantization_reruns_only_affected_stages(fresh: Path) -
             "finetune@2", "extract@2", "evaluate@2", "summarize", "explain"} <= ran
     # ... and nothing upstream of it: data, dense model, selection, solve@1 (dense features),
     # the glm5 baseline and what depends only on those
-    assert not ran & {"prepare_data", "train_dense", "extract_dense", "select_features", "glm5",
+    assert not ran & {"prepare_data", "index_data", "train_dense", "extract_dense",
+                      "select_features", "glm5",
                       "solve@1", "evaluate_dense", "evaluate_glm5", "clip_pretrain",
                       "clip_embed"}, ran
     records = exp_records(exp_show(fresh))
