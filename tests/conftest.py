@@ -1,8 +1,9 @@
-"""Fixtures shared by the end-to-end tests."""
+"""Fixtures shared by several test files."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 from dvc_project import Reproduced, commit_all, make_tiny_project, run
 
 
@@ -13,3 +14,12 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Reproduced:
     output = run(["dvc", "repro"], root)
     commit_all(root, "repro")
     return Reproduced(root, output)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a small shared CPU, much faster for tiny matrices (CLIP tests)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

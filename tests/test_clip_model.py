@@ -15,14 +15,7 @@ from qsenn_core import clip_model as cm
 from qsenn_core.alignment import attribute_prompts
 from qsenn_core.errors import DataError, ParamsError, QsennError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU, much faster for these tiny matrices."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -35,12 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 N_CLASSES, N_FEATURES, WIDTH = 4, 6, 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _params_yaml(root: Path, **clip: object) -> Path:
