@@ -175,8 +175,11 @@ def test_queued_sweep_runs_in_parallel_and_finishes(fresh: Path) -> None:
 
 
 def test_killed_stage_leaves_no_stale_output_and_reruns_cleanly(fresh: Path) -> None:
+    # enough epochs that the run is still going when the kill arrives, even on an idle machine
+    # where a tiny epoch takes a fraction of a second
+    epochs = 60
     params = yaml.safe_load((fresh / "params.yaml").read_text())
-    params["train"]["epochs"] = 6
+    params["train"]["epochs"] = epochs
     (fresh / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     outs = ("models/dense.pt", "logs/dense.tsv", "metrics/train_dense.json")
     proc = subprocess.Popen(["dvc", "repro", "train_dense"], cwd=fresh, env=tool_env(),
@@ -209,6 +212,6 @@ def test_killed_stage_leaves_no_stale_output_and_reruns_cleanly(fresh: Path) -> 
     assert "resuming from epoch" in out
     assert "up to date" in run(["dvc", "status", "train_dense"], fresh)
     history = (fresh / "logs/dense.tsv").read_text().splitlines()
-    assert [line.split("\t")[0] for line in history[1:]] == [str(e) for e in range(1, 7)]
-    assert json.loads((fresh / "metrics/train_dense.json").read_text())["epochs"] == 6
+    assert [line.split("\t")[0] for line in history[1:]] == [str(e) for e in range(1, epochs + 1)]
+    assert json.loads((fresh / "metrics/train_dense.json").read_text())["epochs"] == epochs
     assert not list((fresh / ".qsenn_scratch").glob("train_dense/*/resume.pt"))
