@@ -1,4 +1,6 @@
-"""The HTML report ``reports/index.html``: metrics of every model and the explanation pictures.
+"""The HTML report ``index.html`` of the explain stage (``reports/explain/`` by default).
+
+It shows the metrics of every model and the explanation pictures.
 
 :func:`build_report` is a pure builder: the explain stage has written the PNGs (see
 :mod:`qsenn_core.explain`) and gathered the flat metrics JSONs; this module turns them into one

@@ -1,4 +1,4 @@
-"""DVC stage explain: explanation pictures of the final model and reports/index.html."""
+"""DVC stage explain: explanation pictures of the final model and index.html (reports/explain/)."""
 
 import sys
 from pathlib import Path

@@ -1,4 +1,7 @@
-"""Stage ``explain``: explanation pictures of the final model and ``reports/index.html``."""
+"""Stage ``explain``: explanation pictures of the final model and their ``index.html``.
+
+The output folder is ``reports/explain/`` in the default dvc.yaml.
+"""
 
 from __future__ import annotations
 
