@@ -39,6 +39,7 @@ from qsenn_core.alignment import (
 )
 from qsenn_core.data.base import load_rgb
 from qsenn_core.errors import DataError, ParamsError, QsennError
+from qsenn_core.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +236,6 @@ def save_clip_weights(state_dict: dict[str, Tensor], path: str | os.PathLike[str
 
     Load it again with ``create_clip(model, pretrained, weights=path)`` (``weights_only``).
     """
-    from qsenn_core.io import atomic_path
-
     state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from dvc_project import Reproduced, commit_all, make_tiny_project, run
+
+from qsenn_core.steps.clip import torch_threads
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +20,5 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Reproduced:
 @pytest.fixture
 def one_thread():
     """One intra-op thread: on a small shared CPU, much faster for tiny matrices (CLIP tests)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
