@@ -13,9 +13,11 @@ with ``Omega(W) = ||W||_1`` (elastic net) or ``Omega(W) = sum_j ||W[:, j]||_2`` 
 one group = one feature's weights over all classes, used for the SLDD feature selection). The
 bias b is not penalized; W has shape (n_c, d).
 
-Solver: full batch, features in memory, accelerated proximal gradient (FISTA) with backtracking
-and gradient-based adaptive restart, warm starts along the path, a working set of features
+Solver: full batch, features in memory, warm starts along the path, a working set of features
 (strong rule + KKT check on all features) and a certified duality gap as the stopping rule.
+The elastic net is solved by orthant-wise inexact Newton steps (preconditioned CG on
+Hessian-vector products) alternating with accelerated proximal gradient (FISTA with
+backtracking and gradient-based adaptive restart); the group version by FISTA alone.
 Float64 by default; runs on CUDA when available.
 
 Duality gap (Fenchel dual, see :func:`objective_and_gap`). With Theta = (P' - Y) / n, where the
@@ -40,6 +42,7 @@ its own criterion (objective improvement over ``lookbehind`` epochs), a differen
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -79,7 +82,7 @@ class PathPoint:
     train_acc: float  # fraction in [0, 1] on the training part
     val_acc: float  # fraction in [0, 1] on the held-out part (nan without one)
     seconds: float = 0.0
-    iterations: int = 0  # FISTA iterations of the exact solver (0 for glm-saga)
+    iterations: int = 0  # Newton steps + FISTA iterations of the exact solver (0 for glm-saga)
 
     @property
     def relative_gap(self) -> float:
@@ -472,6 +475,7 @@ class _State:
     grad: Tensor | None = None  # full loss gradient in W at the last solution (strong rule)
     lam: float | None = None
     step_L: float = 1.0  # last accepted Lipschitz estimate
+    previous: tuple[Tensor, Tensor, float] | None = None  # (W, b, lam) one point further back
 
 
 #: Each FISTA iteration first tries a step 1 / (0.9 L); backtracking doubles L again when the
@@ -536,18 +540,189 @@ def _fista(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: f
     return Wx, bx, L, max_iter
 
 
-def _solve_one(prob: Problem, state: _State, lam: float, tol: float, max_iter: int
-               ) -> tuple[GapResult, int]:
+#: Forcing term of the inexact Newton steps: CG stops at ||residual|| <= 0.1 ||gradient||. A
+#: tighter direction costs more Hessian products than the extra Newton steps it saves.
+_CG_FORCING = 0.1
+_CG_MAX_ITER = 250
+#: The exact solver alternates rounds of at most this many Newton steps with rounds of FISTA
+#: iterations. Newton converges in 3-6 steps once the signs of the weights have settled; where
+#: they keep changing (large lambda steps on nearly separable features, e.g. the default synth
+#: run) a FISTA round settles them faster than further orthant-wise steps: 6.9 s instead of
+#: 15.4 s for solve@1 of the default run.
+_NEWTON_ROUND = 8
+_FISTA_ROUND = 50
+
+
+def _pseudo_gradient(W: Tensor, G: Tensor, thr: float) -> Tensor:
+    """Minimum-norm subgradient of f + thr * ||W||_1 given the smooth gradient G (0 = optimal)."""
+    at_zero = torch.sign(G) * (G.abs() - thr).clamp_min(0.0)
+    return torch.where(W > 0, G + thr, torch.where(W < 0, G - thr, at_zero))
+
+
+def _newton_l1(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: float,
+               rel_tol: float, max_iter: int) -> tuple[Tensor, Tensor, int, bool]:
+    """Orthant-wise inexact Newton for the elastic net on the features ``cols`` (data ``Xa``).
+
+    Each weight is given a side: its sign, or, when it is zero but its pseudo-gradient PG is
+    not, the descent sign -sign(PG). On those orthants the objective is smooth (loss + ridge +
+    lam alpha <side, W>), so each step solves H d = -PG on the free weights and the bias by
+    preconditioned CG (Jacobi preconditioner diag(H)), with Hessian-vector products
+
+        H [D, d_b] = X^T V / n + lam (1 - alpha) D,  V = P o (U - rowsum(P o U)),  U = X D^T + d_b,
+
+    then takes an Armijo backtracking step in which a weight that would change sign stops at
+    zero (the orthant projection of OWL-QN, Andrew & Gao 2007). Near the optimum the signs are
+    settled and the steps converge superlinearly: at small lambda, where the classes are nearly
+    separable and FISTA needs thousands of iterations, this takes a handful of steps (36x less
+    CPU time on the CUB-sized benchmark path). The Hessian products run in float32: the
+    direction only needs the CG accuracy ``_CG_FORCING``, while the objective, gradient and
+    duality gap stay in float64.
+
+    Stops when the sub-problem's certified gap is <= rel_tol * |P|. Returns
+    (W, b, Newton steps, converged); not converged means the line search stalled or
+    ``max_iter`` steps were spent (the caller then continues with FISTA).
+    """
+    n, label_at = prob.n, prob.label_at
+    thr, ridge = lam * prob.alpha, lam * (1.0 - prob.alpha)
+    hess_dtype = torch.float32 if Xa.dtype == torch.float64 else Xa.dtype
+    Xh = Xa.to(hess_dtype)
+    Xa_sq = Xa * Xa
+    Z = torch.addmm(b.expand(n, -1), Xa, W.T)
+    F = prob.loss(Z) + lam * float(penalty(W, prob.alpha, False))
+    for step in range(max_iter + 1):
+        P, lse = _softmax_lse(Z)
+        R = P.clone()
+        R.view(-1).index_add_(0, label_at, torch.full_like(lse, -1.0))  # P - Y
+        G_loss = torch.mm(R.T, Xa).div_(n)
+        gap = F - _dual_value(prob, P, G_loss, lam, cols, Z=Z, lse=lse)
+        logger.debug("newton lam %.4g step %d relative gap %.2e nonzeros %d", lam, step,
+                     gap / abs(F), int((W != 0).sum()))
+        if gap <= rel_tol * abs(F):
+            return W, b, step, True
+        if step == max_iter:
+            break
+        PG = _pseudo_gradient(W, G_loss.add_(W, alpha=ridge), thr)
+        Gb = R.sum(0).div_(n)
+        side = torch.where(W != 0, torch.sign(W), -torch.sign(PG))
+        free = (W != 0) | (PG != 0)
+        curv = P * (1.0 - P)
+        floor = 1e-12 * max(float(curv.max()), 1e-300)
+        prec_W = torch.mm(curv.T, Xa_sq).div_(n).add_(ridge).clamp_min_(floor)
+        prec_b = curv.mean(0).clamp_min_(floor)
+        hess = functools.partial(_hessian_product, Xh, P.to(hess_dtype), free, ridge)
+        dW, db = _pcg(hess, PG, Gb, prec_W, prec_b)
+        # a zero weight may only leave zero on its descent side
+        dW = torch.where((W == 0) & (torch.sign(dW) != side), torch.zeros_like(dW), dW)
+        if float((PG * dW).sum() + (Gb * db).sum()) >= 0.0:
+            dW, db = -PG / prec_W, -(Gb - Gb.mean()) / prec_b  # not a descent direction: Jacobi
+        t = 1.0
+        while True:
+            Wn = W + t * dW
+            Wn = torch.where(torch.sign(Wn) == side, Wn, torch.zeros_like(Wn))
+            bn = b + t * db
+            Zn = torch.addmm(bn.expand(n, -1), Xa, Wn.T)
+            Fn = prob.loss(Zn) + lam * float(penalty(Wn, prob.alpha, False))
+            decrease = float((PG * (Wn - W)).sum() + (Gb * (bn - b)).sum())
+            if Fn <= F + 1e-4 * decrease:
+                break
+            t *= 0.5
+            if t < 1e-10:
+                return W, b, step, False
+        W, b, Z, F = Wn, bn, Zn, Fn
+    return W, b, max_iter, False
+
+
+def _hessian_product(X: Tensor, P: Tensor, free: Tensor, ridge: float, D: Tensor, db: Tensor
+                     ) -> tuple[Tensor, Tensor]:
+    """H [D, db] of the smooth part on the ``free`` weights, in X's dtype, returned in D's."""
+    U = torch.addmm(db.to(X.dtype).expand(X.shape[0], -1), X, D.to(X.dtype).T)
+    V = U.sub_((U * P).sum(1, keepdim=True)).mul_(P)
+    HW = torch.mm(V.T, X).to(D.dtype).div_(X.shape[0]).add_(D, alpha=ridge)
+    return HW.mul_(free), V.sum(0).to(D.dtype).div_(X.shape[0])
+
+
+def _pcg(hess: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], gW: Tensor, gb: Tensor,
+         prec_W: Tensor, prec_b: Tensor) -> tuple[Tensor, Tensor]:
+    """Preconditioned CG for H [dW, db] = -[gW, gb], stopped at the forcing term.
+
+    H is singular along a constant shift of the bias (softmax is shift invariant) and gb sums
+    to zero, so the preconditioned bias residual is projected onto zero-sum vectors.
+    """
+    rW, rb = -gW, -gb
+    target = _CG_FORCING * math.sqrt(float((rW * rW).sum() + (rb * rb).sum()))
+    dW, db = torch.zeros_like(gW), torch.zeros_like(gb)
+
+    def precondition(rW: Tensor, rb: Tensor) -> tuple[Tensor, Tensor]:
+        zb = rb / prec_b
+        return rW / prec_W, zb - zb.mean()
+
+    zW, zb = precondition(rW, rb)
+    pW, pb = zW, zb
+    rz = float((rW * zW).sum() + (rb * zb).sum())
+    for _ in range(_CG_MAX_ITER):
+        HpW, Hpb = hess(pW, pb)
+        curvature = float((pW * HpW).sum() + (pb * Hpb).sum())
+        if not curvature > 0.0:
+            break
+        a = rz / curvature
+        dW, db = dW + a * pW, db + a * pb
+        rW, rb = rW - a * HpW, rb - a * Hpb
+        if math.sqrt(float((rW * rW).sum() + (rb * rb).sum())) <= target:
+            break
+        zW, zb = precondition(rW, rb)
+        rz_next = float((rW * zW).sum() + (rb * zb).sum())
+        pW, pb = zW + (rz_next / rz) * pW, zb + (rz_next / rz) * pb
+        rz = rz_next
+    return dW, db
+
+
+def _extrapolated_start(prob: Problem, state: _State, lam: float) -> tuple[Tensor, Tensor]:
+    """Warm start for ``lam``: the last solution, or its extrapolation along the path if better.
+
+    The path is smooth in log(lam) between changes of the support, so
+    W(lam) ~ W_1 + r (W_1 - W_2) with r = log(lam / lam_1) / log(lam_1 / lam_2) (W_1, W_2 the
+    last two solutions) is a first-order prediction; weights keep the signs and zeros of W_1.
+    It is taken only when its objective at ``lam`` is lower. On the CUB-sized benchmark path
+    this saves 17% of the Newton steps.
+    """
+    W, b = state.weight, state.bias
+    if state.previous is None or state.lam is None:
+        return W, b
+    W2, b2, lam2 = state.previous
+    if lam2 == state.lam:
+        return W, b
+    r = math.log(lam / state.lam) / math.log(state.lam / lam2)
+    W_ext = W + r * (W - W2)
+    W_ext = torch.where(torch.sign(W_ext) == torch.sign(W), W_ext, torch.zeros_like(W_ext))
+    b_ext = b + r * (b - b2)
+
+    def objective(W: Tensor, b: Tensor) -> float:
+        Z = torch.addmm(b.expand(prob.n, -1), prob.X, W.T)
+        return prob.loss(Z) + lam * float(penalty(W, prob.alpha, prob.group))
+
+    return (W_ext, b_ext) if objective(W_ext, b_ext) < objective(W, b) else (W, b)
+
+
+def _solve_one(prob: Problem, state: _State, lam: float, tol: float, max_iter: int,
+               method: str = "newton") -> tuple[GapResult, int]:
     """Solve one lam to a certified relative gap <= tol; updates ``state`` in place.
+
+    ``method``: ``newton`` alternates rounds of :func:`_newton_l1` steps (from
+    :func:`_extrapolated_start`) and FISTA iterations for the elastic net; the group penalty is
+    always solved by FISTA. On the CUB-sized selection
+    path (815 active columns at its first point, well conditioned at these large lambdas) FISTA
+    converged in ~200 iterations per point and a group version of the Newton steps measured
+    2.4x slower, so it was not kept.
 
     Working set: the active features of the warm start plus the sequential strong rule
     (||grad_j|| >= alpha (2 lam - lam_prev)); after each sub-solve, all features are checked
     (one full gradient) and KKT violators (||grad_j|| > alpha lam) join the working set.
     """
     X, alpha, group = prob.X, prob.alpha, prob.group
-    W, b = state.weight, state.bias
     n = prob.n
-    active = W.abs().amax(0) > 0
+    active = state.weight.abs().amax(0) > 0
+    use_newton = method == "newton" and not group
+    W, b = _extrapolated_start(prob, state, lam) if use_newton else (state.weight, state.bias)
     grad = state.grad
     if grad is None:
         Z = torch.addmm(b.expand(n, -1), X, W.T)
@@ -559,9 +734,19 @@ def _solve_one(prob: Problem, state: _State, lam: float, tol: float, max_iter: i
     while True:
         cols = work.nonzero().flatten()
         Xa = X.index_select(1, cols)
-        Wa, b, state.step_L, k = _fista(prob, Xa, cols, W.index_select(1, cols), b, lam,
-                                        inner_tol, max(1, max_iter - iters), state.step_L)
-        iters += k
+        Wa, converged = W.index_select(1, cols), False
+        while not converged and iters < max_iter:
+            if use_newton:
+                Wa, b, k, converged = _newton_l1(prob, Xa, cols, Wa, b, lam, inner_tol,
+                                                 min(_NEWTON_ROUND, max_iter - iters))
+                iters += k
+                if converged or iters >= max_iter:
+                    break
+            budget = max_iter - iters if not use_newton else min(_FISTA_ROUND, max_iter - iters)
+            Wa, b, state.step_L, k = _fista(prob, Xa, cols, Wa, b, lam, inner_tol, budget,
+                                            state.step_L)
+            converged = k < budget
+            iters += k
         W = torch.zeros_like(W)
         W[:, cols] = Wa
         Z = torch.addmm(b.expand(n, -1), Xa, Wa.T)
@@ -583,6 +768,8 @@ def _solve_one(prob: Problem, state: _State, lam: float, tol: float, max_iter: i
     if result.gap > tol * abs(result.primal):
         logger.warning("lambda %.3g: relative duality gap %.2e above tol %.1e after %d iterations",
                        lam, result.gap / abs(result.primal), tol, iters)
+    if state.lam is not None:
+        state.previous = (state.weight, state.bias, state.lam)
     state.weight, state.bias, state.grad, state.lam = W, b, grad, lam
     state.step_L *= 0.5  # let the next lambda try a longer step first
     return result, iters
@@ -609,14 +796,21 @@ def initial_bias(counts: Tensor) -> Tensor:
 
 def run_exact_path(prob: Problem, lambdas: Sequence[float], *, tol: float, max_iter: int,
                    X_val: Tensor | None = None, y_val: Tensor | None = None, desc: str = "path",
-                   stop: Callable[[PathPoint], bool] | None = None) -> list[PathPoint]:
-    """Warm-started exact path over ``lambdas``; ``stop(point)`` may end it early."""
+                   stop: Callable[[PathPoint], bool] | None = None,
+                   method: str = "newton") -> list[PathPoint]:
+    """Warm-started exact path over ``lambdas``; ``stop(point)`` may end it early.
+
+    ``method``: ``newton`` (the default; FISTA only where a Newton line search stalls) or
+    ``fista`` (first order only, kept for comparison in ``bench/bench_solvers.py``).
+    """
+    if method not in ("newton", "fista"):
+        raise QsennError(f"method: must be 'newton' or 'fista', got {method!r}")
     c, d = prob.Y.shape[1], prob.X.shape[1]
     state = _State(weight=prob.X.new_zeros(c, d), bias=initial_bias(prob.counts))
     points: list[PathPoint] = []
     for lam in tqdm(list(lambdas), desc=desc, disable=None):
         start = time.perf_counter()
-        res, iters = _solve_one(prob, state, float(lam), tol, max_iter)
+        res, iters = _solve_one(prob, state, float(lam), tol, max_iter, method)
         W, b = state.weight, state.bias
         point = PathPoint(
             lam=float(lam), weight=W.detach().cpu().clone(), bias=b.detach().cpu().clone(),
@@ -638,15 +832,17 @@ def solve_path(X: ArrayLike, y: ArrayLike, n_classes: int, *, alpha: float = 0.9
                group: bool = False, val_frac: float = 0.1, seed: int = 0,
                device: str | torch.device | None = None, max_iter: int = 20000,
                start_ratio: float = 1.0, dtype: torch.dtype = torch.float64,
-               stop: Callable[[PathPoint], bool] | None = None) -> PathResult:
+               stop: Callable[[PathPoint], bool] | None = None,
+               method: str = "newton") -> PathResult:
     """Exact elastic-net (or group) multinomial path on *standardized* features X (n, d).
 
     A seeded, stratified ``val_frac`` split is held out from the fit (as glm-saga's users do);
     lambda_max is computed on the training part (:func:`lambda_max`) and the grid is
     ``start_ratio * lambda_max`` down to ``lambda_min_ratio`` times that, ``n_lambdas`` points,
-    log-spaced (:func:`lambda_grid`). Each point is solved by warm-started FISTA to a certified
-    relative duality gap ``<= tol`` (at most ``max_iter`` iterations per point; a point that
-    misses the tolerance is logged and kept with its true gap).
+    log-spaced (:func:`lambda_grid`). Each point is solved from a warm start to a certified
+    relative duality gap ``<= tol`` (at most ``max_iter`` Newton steps and FISTA iterations per
+    point; a point that misses the tolerance is logged and kept with its true gap). ``method``:
+    see :func:`run_exact_path`.
     """
     if not 0.0 < alpha <= 1.0:
         raise QsennError(f"alpha: must be in (0, 1], got {alpha}")
@@ -664,6 +860,6 @@ def solve_path(X: ArrayLike, y: ArrayLike, n_classes: int, *, alpha: float = 0.9
     lmax = lambda_max(prob.X, prob.Y, alpha, group)
     grid = lambda_grid(start_ratio * lmax, n_lambdas, lambda_min_ratio)
     points = run_exact_path(prob, grid, tol=tol, max_iter=max_iter, X_val=Xd[va], y_val=y_dev[va],
-                            desc="exact path", stop=stop)
+                            desc="exact path", stop=stop, method=method)
     return PathResult(points=points, lambda_max=lmax, alpha=alpha, group=group, solver="exact",
                       train_index=train_idx, val_index=val_idx)

@@ -114,6 +114,49 @@ def test_deterministic_and_path_shapes() -> None:
     assert 0.0 <= a.final.val_acc <= 1.0 and a.final.train_acc > 0.6
 
 
+def test_newton_reaches_the_fista_optimum_in_fewer_iterations() -> None:
+    # nearly separable classes and a tiny ridge: the regime where FISTA needs many iterations
+    X, y = _data(n=400, d=12, c=5, seed=2)
+    kwargs = {"n_lambdas": 12, "lambda_min_ratio": 1e-3, "tol": 1e-9, "val_frac": 0.0}
+    newton = sparse.solve_path(X, y, 5, method="newton", **kwargs)
+    fista = sparse.solve_path(X, y, 5, method="fista", **kwargs)
+    for p, q in zip(newton.points, fista.points, strict=True):
+        assert p.duality_gap <= 1e-9 * p.objective + 1e-15
+        assert p.objective == pytest.approx(q.objective, rel=2e-9)
+        assert torch.allclose(p.weight, q.weight, atol=1e-3)
+    late = slice(6, None)
+    its_newton = sum(p.iterations for p in newton.points[late])
+    its_fista = sum(p.iterations for p in fista.points[late])
+    assert its_newton * 5 < its_fista, (its_newton, its_fista)
+
+
+def test_pseudo_gradient_is_zero_exactly_at_optimality() -> None:
+    W = torch.tensor([[0.0, 1.0, -1.0, 0.0, 2.0]])
+    G = torch.tensor([[0.05, -0.1, 0.1, 0.3, 0.1]])
+    pg = sparse._pseudo_gradient(W, G, thr=0.1)
+    # optimal: |G| <= thr at a zero; G = -thr sign(w) at a nonzero
+    assert torch.allclose(pg, torch.tensor([[0.0, 0.0, 0.0, 0.2, 0.2]]))
+
+
+def test_extrapolated_start_keeps_signs_and_never_raises_the_objective() -> None:
+    X, y = _data(n=200, d=6, c=3, seed=4)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    prob = sparse.Problem.build(Xt, yt, 3, 0.99, False)
+    path = sparse.solve_path(X, y, 3, n_lambdas=8, tol=1e-10, val_frac=0.0)
+    a, b, c = path.points[2:5]
+    state = sparse._State(weight=b.weight, bias=b.bias, lam=b.lam,
+                          previous=(a.weight, a.bias, a.lam))
+    W, bias = sparse._extrapolated_start(prob, state, c.lam)
+
+    def objective(W: torch.Tensor, bias: torch.Tensor) -> float:
+        return sparse.objective_and_gap(X, y, W, bias, c.lam, 0.99, False).primal
+
+    assert objective(W, bias) <= objective(b.weight, b.bias)
+    assert bool(((W == 0) | (torch.sign(W) == torch.sign(b.weight))).all())
+    # here the prediction is closer to the next solution than the last solution is
+    assert float((W - c.weight).norm()) < float((b.weight - c.weight).norm())
+
+
 def test_fast_preset() -> None:
     X, y = _data()
     path = sparse.solve_path(X, y, 3, **sparse.FAST_PRESET)
@@ -145,5 +188,7 @@ def test_bad_labels_and_params() -> None:
         sparse.solve_path(X, y - 1, 3)
     with pytest.raises(QsennError, match="alpha"):
         sparse.solve_path(X, y, 3, alpha=0.0)
+    with pytest.raises(QsennError, match="method"):
+        sparse.solve_path(X, y, 3, method="lbfgs")
     with pytest.raises(QsennError, match="constant"):
         sparse.solve_path(np.zeros_like(X), y, 3)
