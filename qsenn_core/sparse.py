@@ -573,8 +573,8 @@ def _newton_l1(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, la
     then takes an Armijo backtracking step in which a weight that would change sign stops at
     zero (the orthant projection of OWL-QN, Andrew & Gao 2007). Near the optimum the signs are
     settled and the steps converge superlinearly: at small lambda, where the classes are nearly
-    separable and FISTA needs thousands of iterations, this takes a handful of steps (36x less
-    CPU time on the CUB-sized benchmark path). The Hessian products run in float32: the
+    separable and FISTA needs thousands of iterations, this takes a handful of steps (27x less
+    wall time on the CUB-sized benchmark path, README "Solver benchmark"). The Hessian products run in float32: the
     direction only needs the CG accuracy ``_CG_FORCING``, while the objective, gradient and
     duality gap stay in float64.
 
