@@ -574,9 +574,9 @@ def _newton_l1(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, la
     zero (the orthant projection of OWL-QN, Andrew & Gao 2007). Near the optimum the signs are
     settled and the steps converge superlinearly: at small lambda, where the classes are nearly
     separable and FISTA needs thousands of iterations, this takes a handful of steps (27x less
-    wall time on the CUB-sized benchmark path, README "Solver benchmark"). The Hessian products run in float32: the
-    direction only needs the CG accuracy ``_CG_FORCING``, while the objective, gradient and
-    duality gap stay in float64.
+    wall time on the CUB-sized benchmark path, README "Solver benchmark"). The Hessian
+    products run in float32: the direction only needs the CG accuracy ``_CG_FORCING``, while
+    the objective, gradient and duality gap stay in float64.
 
     Stops when the sub-problem's certified gap is <= rel_tol * |P|. Returns
     (W, b, Newton steps, converged); not converged means the line search stalled or
