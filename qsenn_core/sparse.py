@@ -337,6 +337,10 @@ class Problem:
         """Mean cross-entropy of logits Z (n, n_c): mean(lse(z_i) - z_{i, y_i})."""
         return float((_lse(Z).sum() - Z.view(-1).take(self.label_at).sum()) / self.n)
 
+    def objective(self, Z: Tensor, weight: Tensor, lam: float) -> float:
+        """P(W, b) = loss(Z) + lam * g(W) for the logits Z = X W^T + b."""
+        return self.loss(Z) + lam * float(penalty(weight, self.alpha, self.group))
+
 
 def _repair_column_sums(P: Tensor, counts: Tensor) -> tuple[float, Tensor]:
     """Mixing weight s and counts c' that repair P's column sums (keeping rows on the simplex).
@@ -457,7 +461,7 @@ def objective_and_gap(X: ArrayLike, y: ArrayLike, weight: ArrayLike, bias: Array
     require_all_classes(yt, n_classes)
     prob = Problem.build(Xt, yt, n_classes, alpha, group)
     Z = Xt @ W.T + b
-    primal = prob.loss(Z) + lam * float(penalty(W, alpha, group))
+    primal = prob.objective(Z, W, lam)
     P = torch.softmax(Z, dim=1)
     G = (P - prob.Y).T @ Xt / prob.n
     return GapResult(primal=primal, dual=_dual_value(prob, P, G, lam, None, line_search=True))
@@ -497,7 +501,7 @@ def _fista(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: f
     n, label_at = prob.n, prob.label_at
     alpha, group = prob.alpha, prob.group
     Zx = torch.addmm(b.expand(n, -1), Xa, W.T)
-    Fx = prob.loss(Zx) + lam * float(penalty(W, alpha, group))
+    Fx = prob.objective(Zx, W, lam)
     Wx, bx = W, b
     Wy, by, Zy = W, b, Zx
     t = 1.0
@@ -588,7 +592,7 @@ def _newton_l1(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, la
     Xh = Xa.to(hess_dtype)
     Xa_sq = Xa * Xa
     Z = torch.addmm(b.expand(n, -1), Xa, W.T)
-    F = prob.loss(Z) + lam * float(penalty(W, prob.alpha, False))
+    F = prob.objective(Z, W, lam)
     for step in range(max_iter + 1):
         P, lse = _softmax_lse(Z)
         R = P.clone()
@@ -621,7 +625,7 @@ def _newton_l1(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, la
             Wn = torch.where(torch.sign(Wn) == side, Wn, torch.zeros_like(Wn))
             bn = b + t * db
             Zn = torch.addmm(bn.expand(n, -1), Xa, Wn.T)
-            Fn = prob.loss(Zn) + lam * float(penalty(Wn, prob.alpha, False))
+            Fn = prob.objective(Zn, Wn, lam)
             decrease = float((PG * (Wn - W)).sum() + (Gb * (bn - b)).sum())
             if Fn <= F + 1e-4 * decrease:
                 break
@@ -697,8 +701,7 @@ def _extrapolated_start(prob: Problem, state: _State, lam: float) -> tuple[Tenso
     b_ext = b + r * (b - b2)
 
     def objective(W: Tensor, b: Tensor) -> float:
-        Z = torch.addmm(b.expand(prob.n, -1), prob.X, W.T)
-        return prob.loss(Z) + lam * float(penalty(W, prob.alpha, prob.group))
+        return prob.objective(torch.addmm(b.expand(prob.n, -1), prob.X, W.T), W, lam)
 
     return (W_ext, b_ext) if objective(W_ext, b_ext) < objective(W, b) else (W, b)
 
@@ -752,7 +755,7 @@ def _solve_one(prob: Problem, state: _State, lam: float, tol: float, max_iter: i
         Z = torch.addmm(b.expand(n, -1), Xa, Wa.T)
         P, lse = _softmax_lse(Z)
         grad = (P - prob.Y).T @ X / n
-        primal = prob.loss(Z) + lam * float(penalty(Wa, alpha, group))
+        primal = prob.objective(Z, Wa, lam)
         dual = _dual_value(prob, P, grad, lam, None, Z=Z, lse=lse, line_search=True,
                            primal=primal, target=tol * abs(primal))
         result = GapResult(primal=primal, dual=dual)
@@ -800,8 +803,8 @@ def run_exact_path(prob: Problem, lambdas: Sequence[float], *, tol: float, max_i
                    method: str = "newton") -> list[PathPoint]:
     """Warm-started exact path over ``lambdas``; ``stop(point)`` may end it early.
 
-    ``method``: ``newton`` (the default; FISTA only where a Newton line search stalls) or
-    ``fista`` (first order only, kept for comparison in ``bench/bench_solvers.py``).
+    ``method``: ``newton`` (the default; see :func:`_solve_one`) or ``fista`` (first order
+    only, kept for comparison in ``bench/bench_solvers.py``).
     """
     if method not in ("newton", "fista"):
         raise QsennError(f"method: must be 'newton' or 'fista', got {method!r}")
