@@ -130,6 +130,57 @@ def test_newton_reaches_the_fista_optimum_in_fewer_iterations() -> None:
     assert its_newton * 5 < its_fista, (its_newton, its_fista)
 
 
+def _group_problem(d: int = 40) -> tuple[sparse.Problem, float]:
+    """Group path data: 4 informative features among ``d``; lam where a few groups are active."""
+    rng = np.random.default_rng(5)
+    y = np.arange(300) % 4
+    X = rng.normal(size=(300, d))
+    X[:, :4] += 1.5 * np.eye(4)[y]
+    Xt = sparse.standardize(X)[0]
+    prob = sparse.Problem.build(Xt, torch.from_numpy(y), 4, 0.8, group=True)
+    return prob, 0.3 * sparse.lambda_max(prob.X, prob.Y, 0.8, group=True)
+
+
+def _fista_from_zero(prob: sparse.Problem, lam: float, single: bool) -> sparse._Fista:
+    cols = torch.arange(prob.X.shape[1])
+    W = prob.X.new_zeros(prob.Y.shape[1], cols.numel())
+    return sparse._fista(prob, prob.X, cols, W, sparse.initial_bias(prob.counts), lam, 1e-10,
+                         20000, 1.0, single=single)
+
+
+def _full_objective(prob: sparse.Problem, res: sparse._Fista, lam: float) -> float:
+    W = prob.X.new_zeros(prob.Y.shape[1], prob.X.shape[1])
+    W[:, res.cols] = res.weight
+    return prob.objective(prob.X @ W.T + res.bias, W, lam)
+
+
+def test_fista_prunes_features_that_stay_at_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    prob, lam = _group_problem()
+    pruned = _fista_from_zero(prob, lam, single=False)
+    assert pruned.cols.tolist() == [0, 1, 2, 3]  # the informative features, all active
+    assert bool((pruned.weight.norm(dim=0) > 0).all())
+    assert torch.equal(pruned.Xa, prob.X[:, pruned.cols])
+    monkeypatch.setattr(sparse, "_PRUNE_MARGIN", 0.0)  # scores are >= 0: nothing is dropped
+    full = _fista_from_zero(prob, lam, single=False)
+    assert full.cols.numel() == 40
+    assert _full_objective(prob, pruned, lam) == pytest.approx(
+        _full_objective(prob, full, lam), rel=1e-9)
+
+
+def test_float32_products_then_a_float64_certificate() -> None:
+    prob, lam = _group_problem()
+    double = _fista_from_zero(prob, lam, single=False)
+    assert prob._single is None  # single=False never builds the float32 copy
+    mixed = _fista_from_zero(prob, lam, single=True)
+    assert prob._single is not None and prob._single.dtype == torch.float32
+    assert mixed.Xa.dtype == torch.float64 and mixed.weight.dtype == torch.float64
+    W = prob.X.new_zeros(4, 40)
+    W[:, mixed.cols] = mixed.weight
+    res = sparse.objective_and_gap(prob.X, prob.y, W, mixed.bias, lam, 0.8, True)
+    assert res.gap <= 1e-10 * res.primal
+    assert res.primal == pytest.approx(_full_objective(prob, double, lam), rel=1e-9)
+
+
 def test_pseudo_gradient_is_zero_exactly_at_optimality() -> None:
     W = torch.tensor([[0.0, 1.0, -1.0, 0.0, 2.0]])
     G = torch.tensor([[0.05, -0.1, 0.1, 0.3, 0.1]])
