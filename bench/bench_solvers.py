@@ -1,4 +1,4 @@
-"""Benchmark: the exact FISTA path solver vs. glm-saga on CUB-sized synthetic features.
+"""Benchmark: the exact path solver vs. glm-saga on CUB-sized synthetic features.
 
 Both solvers get the same features, split, objective and lambda grid:
 
