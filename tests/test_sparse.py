@@ -181,6 +181,23 @@ def test_float32_products_then_a_float64_certificate() -> None:
     assert res.primal == pytest.approx(_full_objective(prob, double, lam), rel=1e-9)
 
 
+def test_hessian_product_in_low_precision_is_close_to_float64() -> None:
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(300, 8, generator=gen, dtype=torch.float64)
+    P = torch.softmax(torch.randn(300, 5, generator=gen, dtype=torch.float64) * 2, dim=1)
+    D = torch.randn(5, 8, generator=gen, dtype=torch.float64)
+    db = torch.randn(5, generator=gen, dtype=torch.float64)
+    free = torch.ones(5, 8, dtype=torch.bool)
+    free[0, :3] = False
+    HW, Hb = sparse._hessian_product(X, P, free, 0.01, D, db)
+    low = X.to(sparse._hessian_matmul_dtype(X))
+    assert low.dtype in (torch.bfloat16, torch.float32)
+    HW_low, Hb_low = sparse._hessian_product(low, P.to(torch.float32), free, 0.01, D, db)
+    assert HW_low.dtype == torch.float64 and bool((HW_low[0, :3] == 0).all())
+    assert float((HW_low - HW).norm() / HW.norm()) < 2e-2
+    assert float((Hb_low - Hb).norm() / Hb.norm()) < 2e-2
+
+
 def test_pseudo_gradient_is_zero_exactly_at_optimality() -> None:
     W = torch.tensor([[0.0, 1.0, -1.0, 0.0, 2.0]])
     G = torch.tensor([[0.05, -0.1, 0.1, 0.3, 0.1]])
