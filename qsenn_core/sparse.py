@@ -556,6 +556,12 @@ def _fista(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: f
             GW = torch.mm(R.T.to(Xs.dtype), Xs).to(R.dtype).div_(n)
         return P, lse, fy, GW, R.sum(0).div_(n)
 
+    def redo_in_double(Wx: Tensor, bx: Tensor, Wy: Tensor, by: Tensor
+                       ) -> tuple[Tensor, Tensor, float, Tensor, Tensor, float, Tensor, Tensor]:
+        """After the switch to float64: (Zx, Zy, Fx, P, lse, fy, GW, Gb) recomputed."""
+        Zx, Zy = logits(Wx, bx), logits(Wy, by)
+        return (Zx, Zy, prob.objective(Zx, Wx, lam)) + loss_gradient(Zy, True)
+
     Zx = logits(W, b)
     Fx = prob.objective(Zx, W, lam)
     Wx, bx = W, b
@@ -584,9 +590,7 @@ def _fista(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: f
                                         or it - best_at >= 100)
             if check:
                 Xs = None
-                Zx, Zy = logits(Wx, bx), logits(Wy, by)
-                Fx = prob.objective(Zx, Wx, lam)
-                P, lse, fy, GW, Gb = loss_gradient(Zy, True)
+                Zx, Zy, Fx, P, lse, fy, GW, Gb = redo_in_double(Wx, bx, Wy, by)
         L_start = L
         while True:
             Wn = prox(Wy - GW / L, lam / L, alpha, group)
@@ -602,9 +606,7 @@ def _fista(prob: Problem, Xa: Tensor, cols: Tensor, W: Tensor, b: Tensor, lam: f
             L *= 2.0
             if Xs is not None and L > 8.0 * L_start:  # the test may fail on float32 rounding
                 Xs, L = None, L_start
-                Zx, Zy = logits(Wx, bx), logits(Wy, by)
-                Fx = prob.objective(Zx, Wx, lam)
-                _, _, fy, GW, Gb = loss_gradient(Zy, False)
+                Zx, Zy, Fx, _, _, fy, GW, Gb = redo_in_double(Wx, bx, Wy, by)
         Fn = fn + lam * float(penalty(Wn, alpha, group))
         # gradient-based adaptive restart (O'Donoghue & Candes 2015)
         if float(((Wy - Wn) * (Wn - Wx)).sum() + ((by - bn) * (bn - bx)).sum()) > 0.0:
@@ -817,7 +819,7 @@ def _solve_one(prob: Problem, state: _State, lam: float, tol: float, max_iter: i
     each sub-solve, all features are checked (one full gradient) and KKT violators
     (||grad_j|| > alpha lam) join the working set. The group path's FISTA runs its products in
     float32 down to a relative gap of ``_SINGLE_TOL`` (the Newton rounds of the elastic net
-    already use float32 Hessian products; their FISTA rounds stay in float64).
+    already use low-precision Hessian products; their FISTA rounds stay in float64).
     """
     X, alpha, group = prob.X, prob.alpha, prob.group
     n = prob.n
