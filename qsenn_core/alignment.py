@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from qsenn_core.dataset_registry import dataset_spec
 from qsenn_core.errors import DataError, ParamsError
 from qsenn_core.metrics import alignment_matrix
 from qsenn_core.params import CLIP_NON_ADJECTIVES
@@ -48,17 +49,6 @@ ArrayLike = np.ndarray | torch.Tensor
 #: needle"). CUB's bill shapes and head patterns that are nouns, and the synthetic benchmark's;
 #: the default of ``clip.non_adjectives`` in params.yaml.
 DEFAULT_NON_ADJECTIVES: tuple[str, ...] = CLIP_NON_ADJECTIVES
-
-#: The object noun of the prompts per dataset (``data.name``).
-OBJECT_NOUNS: dict[str, str] = {
-    "synth": "bird",
-    "synth_travelingbirds": "bird",
-    "cub": "bird",
-    "travelingbirds": "bird",
-    "cars": "car",
-    "aircraft": "aircraft",
-    "imagenet": "object",
-}
 
 #: Number of bins of Figure 6a ("4 evenly sized bins").
 FIGURE_6A_BINS = 4
@@ -154,11 +144,9 @@ def attribute_prompts(
 
 
 def object_noun(dataset: str) -> str:
-    """The prompts' object noun for ``data.name`` (``bird``, ``car``, ``aircraft``)."""
-    if dataset not in OBJECT_NOUNS:
-        raise ParamsError(f"data.name: no object noun for dataset {dataset!r} "
-                          f"(known: {', '.join(OBJECT_NOUNS)})")
-    return OBJECT_NOUNS[dataset]
+    """The prompts' object noun for ``data.name`` (``bird``, ``car``, ``aircraft``), from the
+    dataset table; :class:`ParamsError` for an unknown dataset."""
+    return dataset_spec(dataset).object_noun
 
 
 # ----------------------------------------------------------------------------------------------

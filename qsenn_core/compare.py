@@ -2,9 +2,11 @@
 
 Rows are experiments (baseline commits and ``dvc exp run`` results), columns the interpretability
 metrics of one model's metrics file (default ``metrics/final.json``, the final Q-SENN iteration):
-accuracy, features per class, n_features, diversity@5, dependence, alignment r, binary features,
-correlation@5, assignments changed. Each row also names the params it changes against its
-baseline commit, so an ablation row reads ``quant.enabled=False``.
+the compare columns of :data:`qsenn_core.metric_columns.METRIC_COLUMNS` (accuracy, diversity@5,
+dependence, alignment r, binary features, features per class, total features, correlation@5,
+assignments changed). Each row also names the params it changes against its baseline commit, so
+an ablation row reads ``quant.enabled=False``. The Markdown headers are the metrics' labels with
+unit and direction; the CSV headers are the metrics' JSON keys.
 
 Command line (run inside the project; calls ``dvc exp show --json`` unless ``--input`` is given)::
 
@@ -28,33 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from qsenn_core.errors import QsennError
+from qsenn_core.metric_columns import COMPARE_COLUMNS, MetricColumn
 
 log = logging.getLogger(__name__)
 
 PARAMS_FILE = "params.yaml"
-
-
-@dataclass(frozen=True)
-class Column:
-    """One table column: header, metrics key, digits in Markdown."""
-
-    header: str
-    key: str
-    digits: int = 1
-
-
-#: Table 1 / Table 4 of the paper, in its order (percent where the paper reports percent).
-COLUMNS: tuple[Column, ...] = (
-    Column("Accuracy", "accuracy"),
-    Column("Features/Class", "features_per_class", 2),
-    Column("n_features", "n_features", 0),
-    Column("Diversity@5", "diversity_at_5"),
-    Column("Dependence", "dependence"),
-    Column("Alignment r", "alignment_r", 3),
-    Column("Binary features", "binary_features"),
-    Column("Correlation@5", "correlation_at_5"),
-    Column("Assignments changed", "assignments_changed"),
-)
 
 
 class CompareError(QsennError):
@@ -145,8 +125,9 @@ def _number(value: Any) -> float | None:
 
 
 def table(rows: Sequence[Experiment], metrics_file: str = "metrics/final.json",
-          columns: Sequence[Column] = COLUMNS) -> list[dict[str, Any]]:
-    """One dict per experiment: ``experiment``, ``baseline``, ``changes``, then the columns.
+          columns: Sequence[MetricColumn] = COMPARE_COLUMNS) -> list[dict[str, Any]]:
+    """One dict per experiment: ``experiment``, ``baseline``, ``changes``, then each column's
+    metric under its key.
 
     A metric missing from an experiment's ``metrics_file`` is None.
     """
@@ -159,7 +140,7 @@ def table(rows: Sequence[Experiment], metrics_file: str = "metrics/final.json",
             "changes": " ".join(f"{k}={v}" for k, v in sorted(exp.changed.items())),
         }
         for col in columns:
-            row[col.header] = _number(metrics.get(col.key))
+            row[col.key] = _number(metrics.get(col.key))
         out.append(row)
     return out
 
@@ -172,23 +153,33 @@ def _cell(value: Any, digits: int) -> str:
     return str(value).replace("|", "\\|")
 
 
-def to_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column] = COLUMNS) -> str:
-    """A GitHub Markdown table of :func:`table` rows."""
-    headers = ["Experiment", "Baseline", "Changes", *(c.header for c in columns)]
+def markdown_header(column: MetricColumn) -> str:
+    """``Accuracy (%) ↑``: the label, the unit if any, the better direction if any."""
+    unit = f" ({column.unit})" if column.unit else ""
+    arrow = f" {column.arrow}" if column.arrow else ""
+    return f"{column.label}{unit}{arrow}"
+
+
+def to_markdown(rows: Sequence[Mapping[str, Any]],
+                columns: Sequence[MetricColumn] = COMPARE_COLUMNS) -> str:
+    """A GitHub Markdown table of :func:`table` rows, each metric with its column's digits."""
+    headers = ["Experiment", "Baseline", "Changes", *(markdown_header(c) for c in columns)]
     lines = ["| " + " | ".join(headers) + " |",
              "| " + " | ".join(["---"] * 3 + ["---:"] * len(columns)) + " |"]
     for row in rows:
         cells = [_cell(row["experiment"], 0)]
         cells += [_cell(row[k], 0) if row[k] else "-" for k in ("baseline", "changes")]
-        cells += [_cell(row[c.header], c.digits) for c in columns]
+        cells += [_cell(row[c.key], c.digits) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column] = COLUMNS) -> str:
-    """CSV of :func:`table` rows, full precision, empty cells for missing metrics."""
+def to_csv(rows: Sequence[Mapping[str, Any]],
+           columns: Sequence[MetricColumn] = COMPARE_COLUMNS) -> str:
+    """CSV of :func:`table` rows, headed by the metrics' keys, full precision, empty cells for
+    missing metrics."""
     buffer = io.StringIO()
-    fields = ["experiment", "baseline", "changes", *(c.header for c in columns)]
+    fields = ["experiment", "baseline", "changes", *(c.key for c in columns)]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
@@ -250,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = table(experiments(shown, workspace=args.workspace), f"metrics/{args.model}.json")
         if not rows:
             raise CompareError("no experiment with results in dvc exp show")
-        if all(row[c.header] is None for row in rows for c in COLUMNS):
+        if all(row[c.key] is None for row in rows for c in COMPARE_COLUMNS):
             raise CompareError(f"no experiment has metrics/{args.model}.json")
         markdown = to_markdown(rows)
         for path, text in ((args.md, markdown), (args.csv, to_csv(rows))):

@@ -1,8 +1,13 @@
 """The one config path: ``params.yaml`` -> a typed, validated :class:`Params` object.
 
 Every stage reads its settings through :func:`load_params`. Types are checked from the dataclass
-annotations, ranges and cross-field rules in ``_check_*``; every problem is one
+annotations, ranges and cross-field rules in ``_check``; every problem is one
 :class:`~qsenn_core.errors.ParamsError` line that names the key, raised before any long work.
+
+``params.yaml`` is the one source of values: the dataclasses hold no defaults, so a params file
+must set every key (a missing one is an error naming it). The only exception is the optional
+lr schedule of an iteration, whose absence means "no schedule". The paper's settings are
+presets under ``params/`` that :mod:`qsenn_core.presets` applies on top of ``params.yaml``.
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ import dataclasses
 import os
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from qsenn_core.dataset_registry import DATASETS
 from qsenn_core.errors import ParamsError
 
 #: Width n_f of the feature vector f of each backbone (``small_cnn`` is set by ``model.width``).
@@ -28,149 +34,141 @@ ARCH_WIDTHS: dict[str, int | None] = {
     "small_cnn": None,
 }
 
-#: Number of classes of each published dataset (``synth*`` is set by ``synth.n_classes``).
-DATASET_CLASSES: dict[str, int | None] = {
-    "synth": None,
-    "synth_travelingbirds": None,
-    "cub": 200,
-    "travelingbirds": 200,
-    "cars": 196,
-    "aircraft": 100,
-    "imagenet": 1000,
-}
-
-#: Feature Diversity Loss weight beta per backbone (supplement, Implementation Details).
-PAPER_BETA: dict[str, float] = {"resnet50": 0.196, "densenet121": 0.098, "inception_v3": 0.049}
-
+#: Number of classes of each dataset of the dataset table (``synth*`` is set by
+#: ``synth.n_classes``).
+DATASET_CLASSES: dict[str, int | None] = {name: spec.n_classes for name, spec in DATASETS.items()}
 
 @dataclass(frozen=True)
 class SynthParams:
     """The generated CUB-format benchmark (``prepare_data`` stage)."""
 
-    n_classes: int = 50
-    image_size: int = 64
-    train_per_class: int = 50
-    test_per_class: int = 30
-    spurious: float = 1.0  # P(train background tied to the class) in the TravelingBirds variant
-    attribute_noise: float = 0.05  # P(an image deviates from its prototype per attribute type)
-    hide_prob: float = 0.05  # P(a part is hidden, its attributes then get certainty 1)
-    guess_prob: float = 0.05  # P(an annotation is a "guessing" (certainty 2) noisy label)
-    seed: int = 0
+    n_classes: int
+    image_size: int
+    train_per_class: int
+    test_per_class: int
+    spurious: float  # P(train background tied to the class) in the TravelingBirds variant
+    attribute_noise: float  # P(an image deviates from its prototype per attribute type)
+    hide_prob: float  # P(a part is hidden, its attributes then get certainty 1)
+    guess_prob: float  # P(an annotation is a "guessing" (certainty 2) noisy label)
+    seed: int
 
 
 @dataclass(frozen=True)
 class DataParams:
     """Which dataset the model trains on and how images are prepared."""
 
-    name: str = "synth"
-    root: str = "data/synth"
-    image_size: int = 64
-    crop_to_bbox: bool = False
-    num_workers: int = 0
+    name: str
+    root: str
+    image_size: int
+    crop_to_bbox: bool
+    num_workers: int
 
 
 @dataclass(frozen=True)
 class ModelParams:
     """Backbone choice; ``weights`` is ``none``, a torchvision weights name or a local file."""
 
-    arch: str = "small_cnn"
-    weights: str = "none"
-    width: int = 128  # n_f of small_cnn; ignored for torchvision backbones
-    dropout: float = 0.2
-    reduced_strides: bool = False
+    arch: str
+    weights: str
+    width: int  # n_f of small_cnn; ignored for torchvision backbones
+    dropout: float
+    reduced_strides: bool
 
 
 @dataclass(frozen=True)
 class TrainParams:
     """Dense training with CE + beta * Feature Diversity Loss (eq. 2)."""
 
-    epochs: int = 150
-    batch_size: int = 16
-    lr_backbone: float = 5e-3
-    lr_head: float = 0.01
-    lr_step: int = 30
-    lr_gamma: float = 0.4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    beta: float = 0.196
-    nproc: int = 1  # processes for torchrun/DDP; 1 = plain single process
+    epochs: int
+    batch_size: int
+    lr_backbone: float
+    lr_head: float
+    lr_step: int
+    lr_gamma: float
+    momentum: float
+    weight_decay: float
+    beta: float
+    nproc: int  # processes for torchrun/DDP; 1 = plain single process
 
 
 @dataclass(frozen=True)
 class SelectParams:
     """SLDD-Model feature selection: first n_f* features on a group-sparse path."""
 
-    n_features: int = 50
-    alpha: float = 0.8
-    start_ratio: float = 0.1  # the path starts at lambda_max * start_ratio
-    decay: float = 0.9  # lambda_{k+1} = decay * lambda_k
-    max_steps: int = 200
+    n_features: int
+    alpha: float
+    start_ratio: float  # first point of the downward walk, x lambda_max (fewer than n_f* active)
+    decay: float  # lambda_{k+1} = decay * lambda_k
+    max_steps: int
 
 
 @dataclass(frozen=True)
 class SparseParams:
     """Elastic-net multinomial regularization path on the selected features."""
 
-    solver: Literal["exact", "glm-saga"] = "exact"
-    alpha: float = 0.99
-    n_lambdas: int = 100
-    lambda_min_ratio: float = 1e-3
-    tol: float = 1e-4
-    max_epochs: int = 2000
-    lr: float = 0.1
-    lookbehind: int = 5
-    batch_size: int = 256
-    val_frac: float = 0.1
+    solver: Literal["exact", "glm-saga"]
+    alpha: float
+    n_lambdas: int
+    lambda_min_ratio: float
+    tol: float
+    max_epochs: int
+    lr: float
+    lookbehind: int
+    batch_size: int
+    val_frac: float
 
 
 @dataclass(frozen=True)
 class QuantParams:
     """Quantization of W^sp (eq. 3-5)."""
 
-    enabled: bool = True
-    n_per_class: int = 5
-    levels: int = 3
+    enabled: bool
+    n_per_class: int
+    levels: int
 
 
 @dataclass(frozen=True)
 class FinetuneParams:
     """Fine-tuning with the sparse layer frozen."""
 
-    lr_factor: float = 100.0  # lr = lr_factor * final dense lr
-    lr_decay_per_iter: float = 0.9
-    dropout: float = 0.1
-    momentum: float = 0.95
-    weight_decay: float = 5e-4
-    batch_size: int = 16
-    train_standardization: bool = True
+    lr_factor: float  # lr = lr_factor * final dense lr
+    lr_decay_per_iter: float
+    dropout: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    train_standardization: bool
 
 
 @dataclass(frozen=True)
 class IterationParams:
     """One unrolled Q-SENN iteration: which model it starts from and how long it trains."""
 
-    prev: str = "dense"
-    epochs: int = 10
-    lr_step: int = 0  # 0 = constant lr within the iteration
-    lr_gamma: float = 0.4
+    prev: str
+    epochs: int
+    # The only optional keys: absent, the lr stays constant within the iteration.
+    # A schedule sets both, e.g. the paper's last round: lr_step 10, lr_gamma 0.4.
+    lr_step: int = 0
+    lr_gamma: float = 1.0
 
 
 @dataclass(frozen=True)
 class ExplainParams:
     """Explanation pictures of the final model (supplement, Visualization Techniques)."""
 
-    n_classes: int = 3  # classes with a global explanation, evenly spaced over the classes
-    n_images: int = 4  # training images per global explanation
-    n_local: int = 4  # test images with a local explanation, evenly spaced over the test split
-    threshold: float = 0.7  # local explanation: share of a feature's maximum (paper: 70%)
-    gamma: float = 1.5  # gamma correction of the overlaid maps
+    n_classes: int  # classes with a global explanation, evenly spaced over the classes
+    n_images: int  # training images per global explanation
+    n_local: int  # test images with a local explanation, evenly spaced over the test split
+    threshold: float  # local explanation: share of a feature's maximum (paper: 70%)
+    gamma: float  # gamma correction of the overlaid maps
 
 
 #: ``clip.pretrained`` value that trains ``clip.model`` from scratch (stage ``clip_pretrain``).
 CLIP_SCRATCH = "scratch"
 
-#: Nouns among the attribute expressions: prompts say "<expression>-like <type>" for them
-#: (supplement, "Prompts"); the default of ``clip.non_adjectives``.
+#: Nouns among CUB's attribute expressions: prompts say "<expression>-like <type>" for them
+#: (supplement, "Prompts"). The default argument of :mod:`qsenn_core.alignment`'s prompt
+#: builders; the pipeline reads ``clip.non_adjectives`` from params.yaml (the same list).
 CLIP_NON_ADJECTIVES: tuple[str, ...] = (
     "dagger", "needle", "cone", "hooked seabird", "eyebrow", "eyering", "eyeline",
 )
@@ -180,47 +178,45 @@ CLIP_NON_ADJECTIVES: tuple[str, ...] = (
 class ClipPretrainParams:
     """From-scratch contrastive pre-training of ``clip.model`` (``clip.pretrained: scratch``)."""
 
-    epochs: int = 16
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    n_captions: int = 8  # caption variants per image; one is drawn per epoch
-    max_attributes: int = 5  # a caption names 1..max_attributes present attributes
-    threads: int = 1  # torch CPU threads (0 = torch's default); 1 is fastest on a shared CPU
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    n_captions: int  # caption variants per image; one is drawn per epoch
+    max_attributes: int  # a caption names 1..max_attributes present attributes
+    threads: int  # torch CPU threads (0 = torch's default); 1 is fastest on a shared CPU
 
 
 @dataclass(frozen=True)
 class ClipParams:
     """CLIP alignment of the learned features with text concepts (eq. 11-16)."""
 
-    model: str = "ViT-B-32"  # open_clip model name; the paper's ViT-B-32, or QSENN-Tiny
-    pretrained: str = "openai"  # open_clip tag (local cache) | checkpoint path | scratch
-    batch_size: int = 64  # images per batch when embedding
-    non_adjectives: tuple[str, ...] = CLIP_NON_ADJECTIVES
-    top_k: int = 3  # concepts per feature in reports/alignment.csv
-    pretrain: ClipPretrainParams = field(default_factory=ClipPretrainParams)
+    model: str  # open_clip model name; the paper's ViT-B-32, or QSENN-Tiny
+    pretrained: str  # open_clip tag (local cache) | checkpoint path | scratch
+    batch_size: int  # images per batch when embedding
+    non_adjectives: tuple[str, ...]
+    top_k: int  # concepts per feature in reports/alignment.csv
+    pretrain: ClipPretrainParams
 
 
 @dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
 
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    data: DataParams = field(default_factory=DataParams)
-    synth: SynthParams = field(default_factory=SynthParams)
-    model: ModelParams = field(default_factory=ModelParams)
-    train: TrainParams = field(default_factory=TrainParams)
-    select: SelectParams = field(default_factory=SelectParams)
-    sparse: SparseParams = field(default_factory=SparseParams)
-    quant: QuantParams = field(default_factory=QuantParams)
-    finetune: FinetuneParams = field(default_factory=FinetuneParams)
-    iterations: dict[str, IterationParams] = field(
-        default_factory=lambda: {"1": IterationParams()}
-    )
-    final: str = "iter_1"
-    explain: ExplainParams = field(default_factory=ExplainParams)
-    clip: ClipParams = field(default_factory=ClipParams)
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+    data: DataParams
+    synth: SynthParams
+    model: ModelParams
+    train: TrainParams
+    select: SelectParams
+    sparse: SparseParams
+    quant: QuantParams
+    finetune: FinetuneParams
+    iterations: dict[str, IterationParams]
+    final: str
+    explain: ExplainParams
+    clip: ClipParams
 
     @property
     def n_classes(self) -> int:
@@ -302,13 +298,17 @@ def _fail(key: str, value: Any, tp: Any) -> Any:
 def _build(cls: Any, raw: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    for unknown in raw.keys() - names:
+    for unknown in sorted(raw.keys() - names, key=str):
         where = f"{prefix}.{unknown}" if prefix else str(unknown)
         raise ParamsError(f"{where}: unknown key")
     kwargs = {}
-    for name in names & raw.keys():
-        where = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(raw[name], hints[name], where)
+    for f in dataclasses.fields(cls):
+        where = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name in raw:
+            kwargs[f.name] = _coerce(raw[f.name], hints[f.name], where)
+        elif f.default is dataclasses.MISSING:
+            raise ParamsError(f"{where}: missing key (params.yaml sets every key, see the "
+                              "repo's params.yaml)")
     return cls(**kwargs)
 
 
@@ -426,6 +426,10 @@ def _check(p: Params) -> None:
         _require(it.epochs >= 1, f"{where}.epochs", "must be >= 1")
         _require(it.lr_step >= 0, f"{where}.lr_step", "must be >= 0")
         _require(0 < it.lr_gamma <= 1, f"{where}.lr_gamma", "must be in (0, 1]")
+        # lr_gamma has no default of its own (1.0 = no decay): a step needs a factor below 1
+        _require(it.lr_step == 0 or it.lr_gamma < 1, f"{where}.lr_gamma",
+                 f"must be < 1 with lr_step {it.lr_step} (the lr is multiplied by it every "
+                 "lr_step epochs); set it")
         known.add(f"iter_{key}")
     _require(p.final in p.iteration_models(), "final",
              f"{p.final!r} is not an iteration (known: {', '.join(p.iteration_models())})")

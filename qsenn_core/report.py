@@ -8,9 +8,11 @@ self-contained page (inline CSS, no scripts, images linked by relative paths) wh
 only on its inputs, so DVC caches it like any other output.
 
 The metrics table follows the columns of the paper's Table 1 (accuracy, diversity@5 eq. 6,
-dependence gamma eq. 8, alignment r eq. 10) plus the binary-feature fraction, features per class and
-total features of Tables 4 and 12; the best value of each column with a direction is set in bold.
-Every other metric of the JSONs is listed under "All metrics".
+dependence gamma eq. 8, alignment r eq. 10) plus the binary-feature fraction of Table 4 and the
+features per class and total features of Table 5: the report columns of
+:data:`qsenn_core.metric_columns.METRIC_COLUMNS`, keyed as the evaluate stage writes them. The
+best value of each column with a direction is set in bold. Every metric of the JSONs is listed
+under "All metrics".
 """
 
 from __future__ import annotations
@@ -20,40 +22,15 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from qsenn_core.errors import DataError
 from qsenn_core.io import write_text
+from qsenn_core.metric_columns import REPORT_COLUMNS
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Column:
-    """One column of the metrics table: its header, the JSON keys it accepts and its direction
-    (``+1`` higher is better, ``-1`` lower is better, ``0`` none)."""
-
-    header: str
-    keys: tuple[str, ...]
-    direction: int
-
-
-#: The paper's Table-1 columns (and Table 4 / 12), in the paper's order.
-TABLE_COLUMNS: tuple[Column, ...] = (
-    Column("Accuracy", ("accuracy", "test_accuracy", "acc", "top1"), +1),
-    Column("diversity@5", ("diversity_at_5", "diversity@5", "diversity5", "diversity"), +1),
-    Column("Dependence γ", ("dependence", "dependence_gamma", "gamma"), -1),
-    Column("Alignment r", ("alignment_r", "alignment"), +1),
-    Column(
-        "Binary features",
-        ("binary_features", "binary_fraction", "binary_feature_fraction", "binary"),
-        0,
-    ),
-    Column("Features / class", ("features_per_class", "feat_per_class", "n_wc"), -1),
-    Column("Total features", ("total_features", "n_used_features", "used_features"), -1),
-)
 
 #: Readable names of the pipeline's model keys (anything else is shown as given).
 MODEL_LABELS: dict[str, str] = {
@@ -161,10 +138,6 @@ def model_label(name: str) -> str:
     return name
 
 
-def _find_key(row: Mapping[str, object], column: Column) -> str | None:
-    return next((k for k in column.keys if k in row), None)
-
-
 def _link(rel: str, out_dir: Path, check: bool) -> str:
     """URL of a picture relative to the report, checked to exist when ``check``."""
     path = PurePosixPath(str(rel).replace(os.sep, "/"))
@@ -182,30 +155,29 @@ def _link(rel: str, out_dir: Path, check: bool) -> str:
 
 def metrics_table(metrics: Mapping[str, Mapping[str, object]]) -> str:
     """The Table-1 style table: one row per model (in the given order), the columns of
-    :data:`TABLE_COLUMNS` that any model has, the best value of each directed column in bold."""
-    columns = [c for c in TABLE_COLUMNS if any(_find_key(r, c) for r in metrics.values())]
+    :data:`~qsenn_core.metric_columns.REPORT_COLUMNS` that any model has, the best value of each
+    directed column in bold."""
+    columns = [c for c in REPORT_COLUMNS if any(c.key in row for row in metrics.values())]
     best: dict[str, float] = {}
     decimals: dict[str, int | None] = {}
     for col in columns:
-        values = [_number(row.get(key)) for row in metrics.values() if (key := _find_key(row, col))]
+        values = [_number(row[col.key]) for row in metrics.values() if col.key in row]
         numbers = [v for v in values if v is not None]
-        decimals[col.header] = column_decimals(numbers)
-        if col.direction and len(numbers) > 1:
-            best[col.header] = max(numbers) if col.direction > 0 else min(numbers)
+        decimals[col.key] = column_decimals(numbers)
+        if col.better and len(numbers) > 1:
+            best[col.key] = max(numbers) if col.better > 0 else min(numbers)
     head = "".join(
-        f"<th>{_esc(c.header)}{' ↑' if c.direction > 0 else ' ↓' if c.direction < 0 else ''}</th>"
-        for c in columns
+        f"<th>{_esc(c.label)}{' ' + c.arrow if c.arrow else ''}</th>" for c in columns
     )
     lines = ['<table class="metrics">', f"<tr><th>Model</th>{head}</tr>"]
     for name, row in metrics.items():
         cells = [f'<td class="name" title="{_esc(name)}">{_esc(model_label(name))}</td>']
         for col in columns:
-            key = _find_key(row, col)
-            value = row.get(key) if key else None
+            value = row.get(col.key)
             num = _number(value)
-            is_best = num is not None and best.get(col.header) == num
+            is_best = num is not None and best.get(col.key) == num
             cls = "num best" if is_best else "num"
-            text = format_value(value, decimals[col.header] if num is not None else None)
+            text = format_value(value, decimals[col.key] if num is not None else None)
             cells.append(f'<td class="{cls}">{_esc(text)}</td>')
         lines.append("<tr>" + "".join(cells) + "</tr>")
     lines.append("</table>")

@@ -14,15 +14,16 @@ from pathlib import Path
 import pytest
 
 from qsenn_core.compare import (
-    COLUMNS,
     CompareError,
     experiments,
     load_exp_show,
     main,
+    markdown_header,
     table,
     to_csv,
     to_markdown,
 )
+from qsenn_core.metric_columns import COMPARE_COLUMNS
 
 SAMPLE = Path(__file__).parent / "data" / "exp_show_tiny.json"
 
@@ -58,32 +59,44 @@ def test_table_takes_the_final_metrics_of_each_experiment(shown: list[dict]) -> 
     exp = metrics_of(shown, "fin1", "metrics/final.json")
     assert base != exp
     for row, source in zip(rows, (base, exp), strict=True):
-        for col in COLUMNS:
+        for col in COMPARE_COLUMNS:
             expected = source.get(col.key)
-            assert row[col.header] == (None if expected is None else pytest.approx(expected))
+            assert row[col.key] == (None if expected is None else pytest.approx(expected))
     assert rows[1]["changes"] == "final=iter_1"
     # iteration 1 has no previous layer: no "assignments changed" for fin1
-    assert rows[1]["Assignments changed"] is None
+    assert rows[1]["assignments_changed"] is None
+
+
+def test_every_compare_column_is_a_key_evaluate_wrote(shown: list[dict]) -> None:
+    # the sample is a real `dvc exp show`: the baseline's final model (iteration 2 of 2) has
+    # every compare column filled, so no column looks up a key evaluate does not write
+    row = table(experiments(shown))[0]
+    assert [c.key for c in COMPARE_COLUMNS if row[c.key] is None] == []
 
 
 def test_table_of_another_model(shown: list[dict]) -> None:
     rows = table(experiments(shown), "metrics/glm5.json")
     glm5 = metrics_of(shown, "main", "metrics/glm5.json")
-    assert rows[0]["Accuracy"] == pytest.approx(glm5["accuracy"])
+    assert rows[0]["accuracy"] == pytest.approx(glm5["accuracy"])
     assert rows[0]["n_features"] == pytest.approx(glm5["n_features"])
 
 
 def test_markdown_layout(shown: list[dict]) -> None:
     md = to_markdown(table(experiments(shown))).splitlines()
     headers = [c.strip() for c in md[0].strip("|").split("|")]
-    assert headers == ["Experiment", "Baseline", "Changes", *(c.header for c in COLUMNS)]
+    assert headers[:3] == ["Experiment", "Baseline", "Changes"]
+    assert headers[3:] == [markdown_header(c) for c in COMPARE_COLUMNS]
+    assert "Accuracy (%) ↑" in headers and "Total features ↓" in headers
+    assert "Alignment r ↑" in headers and "Assignments changed (%)" in headers
     assert len(md) == 2 + 2
     cells = [c.strip() for c in md[3].strip("|").split("|")]
     exp = metrics_of(shown, "fin1", "metrics/final.json")
     assert cells[:3] == ["fin1", "main", "final=iter_1"]
-    assert cells[3] == f"{exp['accuracy']:.1f}"
-    assert cells[3 + 5] == f"{exp['alignment_r']:.3f}"
-    assert cells[-1] == "-"  # the missing metric
+    keys = [c.key for c in COMPARE_COLUMNS]
+    assert cells[3 + keys.index("accuracy")] == f"{exp['accuracy']:.1f}"
+    assert cells[3 + keys.index("alignment_r")] == f"{exp['alignment_r']:.3f}"
+    assert cells[3 + keys.index("n_features")] == f"{exp['n_features']:.0f}"
+    assert cells[3 + keys.index("assignments_changed")] == "-"  # the missing metric
     assert [c.strip() for c in md[2].strip("|").split("|")][:3] == ["main", "-", "-"]
 
 
@@ -92,8 +105,8 @@ def test_csv_round_trips_full_precision(shown: list[dict]) -> None:
     parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
     assert [r["experiment"] for r in parsed] == ["main", "fin1"]
     exp = metrics_of(shown, "fin1", "metrics/final.json")
-    assert float(parsed[1]["Diversity@5"]) == exp["diversity_at_5"]
-    assert parsed[1]["Assignments changed"] == ""
+    assert float(parsed[1]["diversity_at_5"]) == exp["diversity_at_5"]
+    assert parsed[1]["assignments_changed"] == ""
 
 
 def test_removed_param_is_listed() -> None:
@@ -127,7 +140,8 @@ def test_cli_writes_markdown_and_csv(tmp_path: Path, capsys: pytest.CaptureFixtu
     printed = capsys.readouterr().out
     assert printed == md.read_text()
     assert "| fin1 | main | final=iter_1 |" in printed
-    assert table_csv.read_text().startswith("experiment,baseline,changes,Accuracy,")
+    header = table_csv.read_text().splitlines()[0].split(",")
+    assert header == ["experiment", "baseline", "changes", *(c.key for c in COMPARE_COLUMNS)]
 
 
 def test_cli_unknown_model_fails_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:

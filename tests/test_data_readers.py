@@ -384,7 +384,7 @@ def test_unknown_dataset_is_a_params_error(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- ImageDataset
 
 
-@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("name", list(DATASETS))
 def test_every_reader_feeds_image_dataset(tmp_path: Path, name: str) -> None:
     if name in ("synth", "cub"):
         make_cub(tmp_path)
@@ -393,6 +393,7 @@ def test_every_reader_feeds_image_dataset(tmp_path: Path, name: str) -> None:
     else:
         {"cars": make_cars, "aircraft": make_aircraft, "imagenet": make_imagenet}[name](tmp_path)
     index = load_dataset(name, tmp_path)
+    assert index.name == name
     ds = ImageDataset(index, "test", build_transform(name, 16, train=False))
     image, label, pos = ds[len(ds) - 1]
     assert image.shape == (3, 16, 16) and image.dtype == torch.float32

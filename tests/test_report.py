@@ -1,8 +1,13 @@
 """Tests of qsenn_core.report: every metrics row and picture is in index.html, links resolve,
-bad inputs fail with one-line errors, and the page is byte-identical for the same inputs."""
+bad inputs fail with one-line errors, and the page is byte-identical for the same inputs.
+
+The metrics use the keys the evaluate stage writes: those of the committed ``metrics/*.json`` of
+the evaluated models (dense, glm5, iter_N, final), which one test feeds to the report as they are.
+"""
 
 from __future__ import annotations
 
+import json
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
@@ -13,14 +18,31 @@ from PIL import Image
 
 from qsenn_core import report
 from qsenn_core.errors import DataError
+from qsenn_core.metric_columns import REPORT_COLUMNS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def committed_metrics() -> dict[str, dict[str, object]]:
+    """The evaluate stages' committed metrics files, in the report's row order."""
+    iterations = sorted(REPO.glob("metrics/iter_*.json"), key=lambda p: int(p.stem[5:]))
+    paths = [REPO / "metrics/dense.json", REPO / "metrics/glm5.json", *iterations,
+             REPO / "metrics/final.json"]
+    return {p.stem: json.loads(p.read_text()) for p in paths}
+
+
+EVALUATE_KEYS = {key for row in committed_metrics().values() for key in row}
 
 METRICS = {
-    "dense": {"accuracy": 86.25, "diversity_at_5": 72.1, "dependence": 3.1, "total_features": 128},
-    "glm5": {"accuracy": 78.4, "diversity_at_5": 70.0, "dependence": 8.2, "n_wc": 4.9},
+    "dense": {"accuracy": 86.25, "diversity_at_5": 72.1, "dependence": 3.1, "n_features": 128},
+    "glm5": {"accuracy": 78.4, "diversity_at_5": 70.0, "dependence": 8.2,
+             "features_per_class": 4.9},
     "iter_1": {"accuracy": 84.0, "diversity_at_5": 88.3, "dependence": 2.5, "epochs": 10},
     "iter_2": {"accuracy": 84.7, "diversity_at_5": 90.3, "dependence": 2.4},
     "final": {"accuracy": 84.7, "alignment_r": 1.63, "binary_features": 60.0, "dependence": None},
 }
+#: Keys of METRICS that evaluate does not write: they must show only under "All metrics".
+EXTRA_KEYS = {"epochs"}
 
 
 class _Collector(HTMLParser):
@@ -73,6 +95,30 @@ def _build(out: Path, **kw: object) -> Path:
     )
     args.update(kw)
     return report.build_report(out, **args)  # type: ignore[arg-type]
+
+
+def test_the_sample_metrics_use_the_keys_evaluate_writes() -> None:
+    assert {k for row in METRICS.values() for k in row} - EXTRA_KEYS <= EVALUATE_KEYS
+    assert not EXTRA_KEYS & EVALUATE_KEYS
+
+
+def test_committed_metrics_fill_every_report_column(tmp_path: Path) -> None:
+    # the pipeline's own metrics files: every column of the report table is shown (the total
+    # features column was once looked up under keys evaluate never wrote, and silently vanished)
+    metrics = committed_metrics()
+    parser = _Collector()
+    parser.feed(report.build_report(tmp_path, metrics=metrics, assignment_png=None,
+                                    global_pngs=[], local_pngs=[]).read_text())
+    cells = [c for _, c in parser.cells]
+    headers = [f"{c.label} {c.arrow}".strip() for c in REPORT_COLUMNS]
+    assert "Total features ↓" in headers
+    first = cells.index("Model") + 1
+    assert cells[first:first + len(headers)] == headers
+    # each row's total features is the n_features of its file, formatted as a count
+    for name, row in metrics.items():
+        start = cells.index(report.model_label(name))
+        row_cells = cells[start + 1:start + 1 + len(REPORT_COLUMNS)]
+        assert row_cells[headers.index("Total features ↓")] == f"{row['n_features']:.0f}"
 
 
 def test_report_has_every_row_and_every_image_and_links_resolve(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from qsenn_core.errors import ParamsError
 from qsenn_core.params import SynthParams
 
 SMALL = SynthParams(
-    n_classes=12, image_size=48, train_per_class=4, test_per_class=3, spurious=1.0, seed=3
+    n_classes=12, image_size=48, train_per_class=4, test_per_class=3, spurious=1.0,
+    attribute_noise=0.05, hide_prob=0.05, guess_prob=0.05, seed=3
 )
 INDEX_FILES = (
     "images.txt",

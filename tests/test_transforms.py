@@ -9,6 +9,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from qsenn_core.data import DATASET_STATS, DATASETS, build_transform
+from qsenn_core.dataset_registry import IMAGENET_STATS
 from qsenn_core.errors import ParamsError
 
 
@@ -26,9 +27,25 @@ def test_stats_cover_every_dataset() -> None:
     assert DATASET_STATS["cub"] == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     for mean, std in DATASET_STATS.values():
         assert len(mean) == len(std) == 3 and min(std) > 0
+    # every photograph dataset is normalised as the ImageNet-pretrained backbones expect
+    for name in ("cub", "travelingbirds", "cars", "aircraft", "imagenet"):
+        assert DATASET_STATS[name] == IMAGENET_STATS
 
 
-@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_train_steps_follow_the_dataset_table(name: str) -> None:
+    spec = DATASETS[name]
+    steps = build_transform(name, 24, train=True).transforms
+    kinds = [type(t) for t in steps]
+    assert (T.RandomCrop in kinds) == spec.random_crop
+    assert (T.TrivialAugmentWide in kinds) == spec.trivial_augment
+    for transform in (steps, build_transform(name, 24, train=False).transforms):
+        normalize = transform[-1]
+        assert isinstance(normalize, T.Normalize)
+        assert (tuple(normalize.mean), tuple(normalize.std)) == spec.stats
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
 @pytest.mark.parametrize("train", [True, False])
 def test_output_shape_for_non_square_images(name: str, train: bool) -> None:
     out = build_transform(name, 24, train)(noise_image(40, 30))
