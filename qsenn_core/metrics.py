@@ -5,18 +5,25 @@ returned as a *fraction* (accuracy, diversity@k, dependence, binary features and
 [0, 1]); alignment r (eq. 10) is a ratio that is unbounded above. The evaluate stage converts the
 fractions to percent where the paper reports percent.
 
-==========================  =====================================================================
-function                    paper
-==========================  =====================================================================
-:func:`accuracy`            Fidelity, measured as top-1 accuracy
-:func:`diversity_at_k`      diversity@5, eq. 6
-:func:`dependence`          dependence gamma, eq. 7-8
-:func:`alignment_matrix`    A^gt, eq. 9
-:func:`alignment_r`         alignment r, eq. 10
-:func:`correlation_at_k`    Correlation@5 (supplement, "Correlation and diversity@5")
-:func:`binary_feature_*`    binary features: mean shift on the training distribution returns
-                            exactly 2 clusters (Grounding; supplement "Clustering", Table 10)
-==========================  =====================================================================
+================================  ===============================================================
+function                          paper
+================================  ===============================================================
+:func:`accuracy`                  Fidelity, measured as top-1 accuracy
+:func:`diversity_at_k`            diversity@5, eq. 6. Default: every image (the paper's text);
+                                  ``require_k_nonzero``: leave out images whose predicted class
+                                  has fewer than k nonzero weights (the authors' code)
+:func:`diversity_per_image`       eq. 6 per image, for batched evaluation of both readings
+:func:`images_with_k_nonzero`     the images the authors' reading keeps
+:func:`dependence`                dependence gamma, eq. 7-8, on the raw pooled features f of the
+                                  training set and the model's predictions on it (the paper)
+:func:`dependence_standardized`   eq. 7-8 on the standardized input of the sparse layer (extra)
+:func:`predicted_classes`         the final layer's class (eq. 1) from stored features
+:func:`alignment_matrix`          A^gt, eq. 9
+:func:`alignment_r`               alignment r, eq. 10
+:func:`correlation_at_k`          Correlation@5 (supplement, "Correlation and diversity@5")
+:func:`binary_feature_*`          binary features: mean shift on the training distribution
+                                  returns exactly 2 clusters (supplement "Clustering", Table 10)
+================================  ===============================================================
 
 The binary-feature metric uses :func:`mean_shift_1d`, an exact re-implementation of
 ``sklearn.cluster.MeanShift()`` with its default settings (flat kernel, bandwidth from
@@ -37,6 +44,7 @@ import torch
 from tqdm import tqdm
 
 from qsenn_core.errors import DataError, ParamsError
+from qsenn_core.sparse_layer import STD_FLOOR
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +155,51 @@ def _spatial_softmax(maps: np.ndarray) -> np.ndarray:
     return z
 
 
+def images_with_k_nonzero(weight: ArrayLike, predicted: ArrayLike, k: int = 5) -> np.ndarray:
+    """Mask (n,) of the images whose predicted class has at least k nonzero weights.
+
+    The authors' evaluation code computes diversity@k only on these images; the paper's eq. 6
+    text does not leave any out (:func:`diversity_at_k`).
+    """
+    w = _as_float(weight, "weight", 2)
+    pred = _as_classes(predicted, "predicted")
+    if pred.size and (pred.min() < 0 or pred.max() >= w.shape[0]):
+        raise DataError(f"predicted holds class indices outside [0, {w.shape[0]})")
+    return _rows_with_k_nonzero(w, k)[pred]
+
+
+def diversity_per_image(
+    feature_maps: ArrayLike,
+    weight: ArrayLike,
+    predicted: ArrayLike,
+    k: int = 5,
+    *,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """The eq. 6 value of every image (n,), each in [1/k, 1]; see :func:`diversity_at_k`.
+
+    For an evaluation in batches: concatenate the batches' values, then the mean is
+    diversity@k as the paper's text defines it, and the mean over
+    :func:`images_with_k_nonzero` is the authors' reading.
+    """
+    maps = _as_numpy(feature_maps, "feature_maps", 4)
+    w = _as_float(weight, "weight", 2)
+    n, n_f = maps.shape[:2]
+    if w.shape[1] != n_f:
+        raise DataError(f"feature_maps has {n_f} channels but weight has {w.shape[1]} columns")
+    pred = _as_classes(predicted, "predicted", n)
+    if pred.size and (pred.min() < 0 or pred.max() >= w.shape[0]):
+        raise DataError(f"predicted holds class indices outside [0, {w.shape[0]})")
+    top = top_k_features(w, k)[pred]  # (n, k)
+    values = np.empty(n, dtype=np.float64)
+    for start in range(0, n, batch_size):
+        rows = np.arange(start, min(start + batch_size, n))
+        chosen = maps[rows[:, None], top[rows]]  # (b, k, h, w)
+        s = _spatial_softmax(chosen.reshape(len(rows), k, -1))
+        values[rows] = s.max(axis=1).sum(axis=1) / k
+    return values
+
+
 def diversity_at_k(
     feature_maps: ArrayLike,
     weight: ArrayLike,
@@ -163,36 +216,25 @@ def diversity_at_k(
     softmax over its h * w positions, and ``sum_ij max(S^1_ij, ..., S^k_ij) / k`` is averaged over
     the images. k identical maps give 1/k, k maps peaked on disjoint positions approach 1.
 
+    Two readings. The default follows the paper's text of eq. 6 ("the 5 highest weighted
+    feature maps for the predicted class", no image left out): an image whose class has fewer
+    than k nonzero weights also counts, with zero-weighted features filling its top k.
+    ``require_k_nonzero`` leaves those images out, as the authors' evaluation code does.
+
     Args:
         feature_maps: (n, n_f, h, w) maps of the features that ``weight`` weighs.
         weight: (n_c, n_f) final-layer weight.
         predicted: predicted class per image (n,) or logits (n, n_c).
         k: number of features per image.
-        require_k_nonzero: skip images whose predicted class has fewer than k nonzero weights,
-            as the authors' evaluation code does (the paper does not mention it).
+        require_k_nonzero: the authors' reading (see above).
         batch_size: images processed at once (bounds the float64 working memory).
     """
-    maps = _as_numpy(feature_maps, "feature_maps", 4)
-    w = _as_float(weight, "weight", 2)
-    n, n_f = maps.shape[:2]
-    if w.shape[1] != n_f:
-        raise DataError(f"feature_maps has {n_f} channels but weight has {w.shape[1]} columns")
-    pred = _as_classes(predicted, "predicted", n)
-    if pred.size and (pred.min() < 0 or pred.max() >= w.shape[0]):
-        raise DataError(f"predicted holds class indices outside [0, {w.shape[0]})")
-    top = top_k_features(w, k)[pred]  # (n, k)
-    keep = np.arange(n)
+    values = diversity_per_image(feature_maps, weight, predicted, k, batch_size=batch_size)
     if require_k_nonzero:
-        keep = np.flatnonzero(_rows_with_k_nonzero(w, k)[pred])
-    if len(keep) == 0:
+        values = values[images_with_k_nonzero(weight, predicted, k)]
+    if len(values) == 0:
         raise DataError("diversity@k: no image left to evaluate")
-    total = 0.0
-    for start in range(0, len(keep), batch_size):
-        rows = keep[start:start + batch_size]
-        chosen = maps[rows[:, None], top[rows]]  # (b, k, h, w)
-        s = _spatial_softmax(chosen.reshape(len(rows), k, -1))
-        total += float(s.max(axis=1).sum(axis=1).sum()) / k
-    return total / len(keep)
+    return float(values.mean())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,9 +246,13 @@ def dependence(features: ArrayLike, weight: ArrayLike, predicted: ArrayLike) -> 
     """Dependence gamma (eq. 7-8): mean share of the largest feature effect, in [0, 1].
 
     e_i = |W_(c_i, j) * f_ij| over the features j for the predicted class c_i (eq. 7), and
-    gamma = mean_i max_j e_ij / sum_j e_ij (eq. 8). Pass the features as the final layer receives
-    them (for the sparse layer: selected and standardized) for the paper's gamma; the authors'
-    code evaluates the un-standardized pooled features, which is the same call on other inputs.
+    gamma = 1/n_T sum_i max_j e_ij / sum_j e_ij over the n_T training samples (eq. 8).
+
+    The paper's gamma (and the authors' code) takes ``features`` = the raw pooled features f of
+    the *training* images, the columns ``weight`` weighs (for a sparse layer: the selected
+    features, not standardized), and ``predicted`` = the model's classes for those images
+    (:func:`predicted_classes`). The same call on test images gives a test-set reading; see
+    :func:`dependence_standardized` for the effects on the layer's standardized input.
     Images whose effects are all zero (0/0) are left out, as in the authors' code; when no image
     is left the result is NaN (with a warning).
     """
@@ -224,6 +270,52 @@ def dependence(features: ArrayLike, weight: ArrayLike, predicted: ArrayLike) -> 
         log.warning("dependence: every image has zero total effect; returning NaN")
         return float("nan")
     return float(np.mean(effects[valid].max(axis=1) / totals[valid]))  # eq. 8
+
+
+def standardized(features: ArrayLike, mean: ArrayLike, std: ArrayLike) -> np.ndarray:
+    """(f - mean) / max(|std|, STD_FLOOR) per column: the input of the sparse layer's W^Q.
+
+    The same standardization as :meth:`qsenn_core.sparse_layer.SparseLayer.standardize`, on
+    features already reduced to the selected columns.
+    """
+    f = _as_float(features, "features", 2)
+    mu = _as_float(mean, "mean", 1)
+    sd = _as_float(std, "std", 1)
+    if not f.shape[1] == len(mu) == len(sd):
+        raise DataError(f"features have {f.shape[1]} columns, mean {len(mu)} and std {len(sd)}")
+    return (f - mu) / np.maximum(np.abs(sd), STD_FLOOR)
+
+
+def dependence_standardized(features: ArrayLike, weight: ArrayLike, predicted: ArrayLike,
+                            mean: ArrayLike, std: ArrayLike) -> float:
+    """Eq. 7-8 on the standardized features (f - mean) / std that the sparse layer multiplies W
+    with (:func:`standardized`): |W_cj (f_j - mean_j) / std_j| are the terms of the logit.
+
+    Not the paper's gamma (eq. 7 uses f); an extra reading, e.g. ``dependence_std_test`` on the
+    test images. For a dense head (no standardization) it is :func:`dependence` itself.
+    """
+    return dependence(standardized(features, mean, std), weight, predicted)
+
+
+def predicted_classes(features: ArrayLike, weight: ArrayLike, bias: ArrayLike,
+                      mean: ArrayLike | None = None, std: ArrayLike | None = None) -> np.ndarray:
+    """arg-max of y = W f + b (eq. 1) for features aligned with the columns of ``weight``.
+
+    With ``mean`` and ``std`` the features are first standardized as the sparse layer does
+    (:func:`standardized`). Lets a stage get the model's training-set predictions for
+    :func:`dependence` from the stored training features, without a second pass over images.
+    """
+    f = _as_float(features, "features", 2)
+    if (mean is None) != (std is None):
+        raise DataError("predicted_classes: give both mean and std, or neither")
+    if mean is not None and std is not None:
+        f = standardized(f, mean, std)
+    w = _as_float(weight, "weight", 2)
+    b = _as_float(bias, "bias", 1)
+    if f.shape[1] != w.shape[1] or len(b) != w.shape[0]:
+        raise DataError(f"features ({f.shape[1]} columns), weight {tuple(w.shape)} and bias "
+                        f"({len(b)}) do not form one layer")
+    return (f @ w.T + b).argmax(axis=1)
 
 
 def _present_mask(attributes_present: ArrayLike, n: int) -> np.ndarray:

@@ -94,6 +94,24 @@ def test_diversity_can_skip_classes_with_fewer_than_k_weights() -> None:
     assert skip == pytest.approx(0.5, abs=1e-6)  # only image 0 (class 0 has 2 weights)
 
 
+def test_diversity_per_image_gives_both_readings() -> None:
+    maps = _one_hot_maps(3, 4, side=2, peak=60.0)
+    maps[:, 1] = maps[:, 0]
+    w = np.array([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])  # class 1: one nonzero weight
+    pred = [0, 1, 1]
+    values = metrics.diversity_per_image(maps, w, pred, k=2, batch_size=2)
+    # class 0: features 0, 1 share a map -> 1/2; class 1: features 2 and 0 (zero weight, the
+    # lowest index among the ties) are disjoint -> 1
+    np.testing.assert_allclose(values, [0.5, 1.0, 1.0], atol=1e-6)
+    keep = metrics.images_with_k_nonzero(w, pred, k=2)
+    np.testing.assert_array_equal(keep, [True, False, False])
+    assert metrics.diversity_at_k(maps, w, pred, k=2) == pytest.approx(values.mean())
+    assert metrics.diversity_at_k(maps, w, pred, k=2, require_k_nonzero=True) == pytest.approx(
+        values[keep].mean())
+    with pytest.raises(DataError, match="no image left"):
+        metrics.diversity_at_k(maps, w, [1, 1, 1], k=2, require_k_nonzero=True)
+
+
 def test_diversity_rejects_mismatched_shapes() -> None:
     with pytest.raises(DataError):
         metrics.diversity_at_k(np.zeros((2, 3, 2, 2)), np.ones((2, 4)), [0, 1])
@@ -123,6 +141,44 @@ def test_dependence_skips_images_without_effect_and_differs_on_standardized_inpu
     standardized = (f - f.mean(axis=0)) / f.std(axis=0)
     assert metrics.dependence(standardized, w, [0, 0]) == pytest.approx(0.5)
     assert np.isnan(metrics.dependence(np.zeros((2, 2)), w, [0, 0]))
+
+
+def test_dependence_standardized_uses_the_sparse_layer_input() -> None:
+    w = np.array([[1.0, 1.0], [0.0, 2.0]])
+    f = np.array([[3.0, 1.0], [1.0, 4.0]])
+    mean, std = np.array([1.0, 1.0]), np.array([1.0, -2.0])  # the layer divides by |std|
+    # raw (paper, eq. 7): effects (3, 1) -> 3/4 and (0, 8) -> 1
+    assert metrics.dependence(f, w, [0, 1]) == pytest.approx((0.75 + 1.0) / 2)
+    # standardized: (2, 0) -> 1 and (0, 1.5 * 2) -> 1
+    np.testing.assert_allclose(metrics.standardized(f, mean, std), [[2.0, 0.0], [0.0, 1.5]])
+    assert metrics.dependence_standardized(f, w, [0, 1], mean, std) == pytest.approx(1.0)
+    with pytest.raises(DataError, match="columns"):
+        metrics.standardized(f, mean[:1], std)
+
+
+def test_standardized_and_predicted_classes_match_the_layers() -> None:
+    from qsenn_core.sparse_layer import SparseLayer
+
+    rng = np.random.default_rng(0)
+    f = rng.gamma(2.0, 1.0, size=(40, 6)).astype(np.float32)
+    w = np.sign(rng.normal(size=(5, 6))) * (rng.random((5, 6)) < 0.5)
+    b, mean, std = rng.normal(size=5), f.mean(0), f.std(0) + 0.1
+    layer = SparseLayer(torch.arange(6), torch.from_numpy(w), torch.from_numpy(b),
+                        torch.from_numpy(mean), torch.from_numpy(std))
+    with torch.no_grad():
+        np.testing.assert_allclose(metrics.standardized(f, mean, std),
+                                   layer.standardize(torch.from_numpy(f)).numpy(), atol=1e-5)
+        sparse_pred = layer(torch.from_numpy(f)).argmax(1).numpy()
+    np.testing.assert_array_equal(metrics.predicted_classes(f, w, b, mean, std), sparse_pred)
+    dense = torch.nn.Linear(6, 5).double()
+    with torch.no_grad():
+        dense_pred = dense(torch.from_numpy(f).double()).argmax(1).numpy()
+    np.testing.assert_array_equal(
+        metrics.predicted_classes(f, dense.weight.detach(), dense.bias.detach()), dense_pred)
+    with pytest.raises(DataError, match="both mean and std"):
+        metrics.predicted_classes(f, w, b, mean=mean)
+    with pytest.raises(DataError, match="one layer"):
+        metrics.predicted_classes(f, w, b[:4])
 
 
 # ------------------------------------------------------------------------------------------------
