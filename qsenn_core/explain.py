@@ -364,7 +364,7 @@ def local_explanation(
     feature_ids: Sequence[int],
     contributions: Sequence[float],
     predicted_name: str,
-    true_name: str,
+    true_name: str | None,
     *,
     threshold: float = DEFAULT_THRESHOLD,
     concept_names: Mapping[int, str] | None = None,
@@ -383,6 +383,8 @@ def local_explanation(
         contributions: the ``k`` values ``W[pred, j] * f_j`` (standardised feature times weight).
         signs: weights of the features, for the ``+``/``-`` labels; default: signs of the
             contributions.
+        true_name: ``None`` for an image whose class is unknown (``qsenn explain``): the title
+            then shows the prediction alone.
     """
     rgb = as_rgb_uint8(image)
     maps = _check_maps(feature_maps, 3, "feature_maps")
@@ -416,12 +418,12 @@ def local_explanation(
     fw, fh = fig.get_figwidth(), fig.get_figheight()
     img_bottom = (height - title_in - side) / fh
     correct = predicted_name == true_name
+    verdict = f"   |   true: {true_name}   ({'correct' if correct else 'wrong'})"
     fig.suptitle(
-        f"predicted: {predicted_name}   |   true: {true_name}"
-        f"   ({'correct' if correct else 'wrong'})",
+        f"predicted: {predicted_name}" + (verdict if true_name is not None else ""),
         fontsize=12,
         fontweight="bold",
-        color="#1a7f37" if correct else "#b2182b",
+        color="#1f2328" if true_name is None else "#1a7f37" if correct else "#b2182b",
         y=1.0 - 0.08 / fh,
         va="top",
     )
