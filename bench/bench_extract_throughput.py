@@ -29,8 +29,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from qsenn_core.backbones import build_model
+from qsenn_core.device import resolve_device
 from qsenn_core.extract import extract_features
-from qsenn_core.training import resolve_device, seed_everything
+from qsenn_core.training import seed_everything
 
 
 class RandomImages(Dataset):

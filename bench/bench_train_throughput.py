@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from qsenn_core.backbones import build_model
+from qsenn_core.device import resolve_device
 from qsenn_core.diversity import feature_diversity_loss
-from qsenn_core.training import FitConfig, fit, resolve_device, seed_everything
+from qsenn_core.training import FitConfig, fit, seed_everything
 
 
 class RandomImages(Dataset):

@@ -44,6 +44,8 @@ import torchvision
 from torch import Tensor, nn
 
 from qsenn_core.errors import QsennError
+from qsenn_core.io import looks_like_path
+from qsenn_core.model_file import METADATA_KEY
 from qsenn_core.params import ARCH_WIDTHS
 
 log = logging.getLogger(__name__)
@@ -388,6 +390,7 @@ def read_state_file(path: str | os.PathLike[str], source: str) -> dict[str, Tens
     if not isinstance(raw, Mapping):
         raise QsennError(f"{source}: {path} holds a {type(raw).__name__}, not a state dict")
     state = dict(raw)
+    state.pop(METADATA_KEY, None)  # a qsenn model file's own metadata is no weight
     if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DDP
     return state
@@ -448,10 +451,6 @@ def load_torchvision_weights(arch: str, name: str) -> dict[str, Tensor]:
     return dict(state)
 
 
-def _looks_like_path(weights: str) -> bool:
-    return os.sep in weights or "/" in weights or weights.endswith((".pt", ".pth", ".safetensors"))
-
-
 def load_weights(model: QSENN, weights: str) -> None:
     """Initialise ``model`` from ``weights``: ``none``, a torchvision weights name or a file."""
     if weights.lower() == "none":
@@ -465,7 +464,7 @@ def load_weights(model: QSENN, weights: str) -> None:
         state = load_torchvision_weights(model.arch, weights)
         load_state_dict_checked(model, state, f"model.weights: {weights} for {model.arch}")
         return
-    if _looks_like_path(weights):
+    if looks_like_path(weights):
         raise QsennError(f"model.weights: file {weights} not found")
     known = ["none", "a state-dict file"]
     if model.arch in TORCHVISION_ARCHS:

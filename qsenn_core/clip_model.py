@@ -39,7 +39,7 @@ from qsenn_core.alignment import (
 )
 from qsenn_core.data.base import load_rgb
 from qsenn_core.errors import DataError, ParamsError, QsennError
-from qsenn_core.io import atomic_path
+from qsenn_core.io import atomic_path, looks_like_path
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +139,6 @@ def _missing_weights_message(model: str, tag: str, cache_dir: str | None) -> str
             f"({url}) into {folder}, or set clip.pretrained to a local checkpoint path")
 
 
-def _looks_like_path(value: str) -> bool:
-    return os.sep in value or "/" in value or value.endswith(
-        (".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
-
-
 def create_clip(
     model: str,
     pretrained: str = "",
@@ -180,14 +175,14 @@ def create_clip(
     checkpoint: str | None = None
     if value.lower() in ("", "none"):
         log.info("clip: %s with random weights", model)
-    elif not _looks_like_path(value) and open_clip.get_pretrained_cfg(model, value):
+    elif not looks_like_path(value) and open_clip.get_pretrained_cfg(model, value):
         tag_cfg = open_clip.get_pretrained_cfg(model, value)
         checkpoint = None if weights is not None else cached_checkpoint(model, value, cache_dir)
         if checkpoint is None and weights is None:
             raise QsennError(_missing_weights_message(model, value, cache_dir))
     elif Path(value).expanduser().is_file():
         checkpoint = str(Path(value).expanduser())
-    elif _looks_like_path(value):
+    elif looks_like_path(value):
         raise ParamsError(f"clip.pretrained: checkpoint file {value} not found")
     else:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
@@ -227,7 +222,7 @@ def is_pretrained_tag(model: str, pretrained: str) -> bool:
     """True when ``pretrained`` is an open_clip pretrained tag of ``model`` (not a file path)."""
     register_tiny_config()
     value = pretrained.strip()
-    return bool(value) and not _looks_like_path(value) and bool(
+    return bool(value) and not looks_like_path(value) and bool(
         open_clip.get_pretrained_cfg(model, value))
 
 

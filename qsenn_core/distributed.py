@@ -9,15 +9,19 @@ Outside torchrun every helper degrades to the single-process case (rank 0 of 1).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from qsenn_core.params import Params
+from qsenn_core.stage import run_stage
 
 log = logging.getLogger(__name__)
 
@@ -140,3 +144,14 @@ def broadcast_object(obj: object) -> object:
     holder = [obj]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def run_distributed_stage(main: Callable[[argparse.Namespace, Params], None],
+                          parser: argparse.ArgumentParser,
+                          argv: Sequence[str] | None = None) -> int:
+    """:func:`qsenn_core.stage.run_stage` for a training stage: with ``train.nproc > 1`` the
+    script re-runs itself under torchrun (DistributedDataParallel) and returns that run's exit
+    code; the process group is left after ``main``."""
+    return run_stage(main, parser, argv,
+                     relaunch=lambda params, args: maybe_relaunch(params.train.nproc, args),
+                     cleanup=cleanup_distributed)

@@ -31,7 +31,7 @@ import warnings
 import numpy as np
 import torch
 from glm_saga.elasticnet import IndexedTensorDataset, glm_saga
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
@@ -40,6 +40,7 @@ from qsenn_core.sparse import (
     ArrayLike,
     PathPoint,
     PathResult,
+    accuracy,
     lambda_grid,
     lambda_max,
     objective_and_gap,
@@ -68,12 +69,6 @@ class _LogStream(io.TextIOBase):
             if line.startswith("(") and " lambda " in line:
                 self._bar.update(1)
         return len(text)
-
-
-def _accuracy(X: Tensor, y: Tensor, W: Tensor, b: Tensor) -> float:
-    if X.shape[0] == 0:
-        return float("nan")
-    return float(((X @ W.T + b).argmax(1) == y).to(torch.float64).mean())
 
 
 def solve_path_glm_saga(X: ArrayLike, y: ArrayLike, n_classes: int, *, alpha: float = 0.99,
@@ -146,8 +141,8 @@ def solve_path_glm_saga(X: ArrayLike, y: ArrayLike, n_classes: int, *, alpha: fl
         res = objective_and_gap(X_tr, y_tr, W, b, lam, alpha, group, n_classes)
         points.append(PathPoint(
             lam=lam, weight=W, bias=b, objective=res.primal, duality_gap=max(res.gap, 0.0),
-            nonzeros=int((W != 0).sum()), train_acc=_accuracy(X_tr, y_tr, W, b),
-            val_acc=_accuracy(X_val, y_val, W, b), seconds=float(entry["time"])))
+            nonzeros=int((W != 0).sum()), train_acc=accuracy(X_tr, y_tr, W, b),
+            val_acc=accuracy(X_val, y_val, W, b), seconds=float(entry["time"])))
     return PathResult(points=points, lambda_max=lmax, alpha=alpha, group=group,
                       solver="glm-saga", train_index=train_idx,
                       val_index=np.asarray(val_idx, dtype=np.int64))

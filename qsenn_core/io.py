@@ -1,4 +1,6 @@
-"""Atomic writes: outputs appear complete or not at all, so a killed stage leaves nothing stale."""
+"""File helpers. Atomic writes: outputs appear complete or not at all, so a killed stage leaves
+nothing stale; and telling a file path from a weights name in params (``model.weights``,
+``clip.pretrained``)."""
 
 from __future__ import annotations
 
@@ -46,3 +48,13 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+#: File endings of weight checkpoints (a value ending so is a path, not a weights name or tag).
+CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def looks_like_path(value: str) -> bool:
+    """True when ``value`` names a file (has a folder separator or a checkpoint ending) rather
+    than a torchvision weights name or an open_clip tag."""
+    return os.sep in value or "/" in value or value.endswith(CHECKPOINT_SUFFIXES)

@@ -57,6 +57,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from qsenn_core.device import resolve_device
 from qsenn_core.errors import QsennError
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,11 @@ class PathResult:
 
     @property
     def table(self) -> pd.DataFrame:
-        """One row per path point: lam, objective, duality_gap, nonzeros, accuracies, seconds."""
+        """One row per path point: lam, objective, duality_gap, nonzeros, accuracies.
+
+        No wall-clock time (``PathPoint.seconds`` stays on the points and in the log): the table is
+        a DVC-tracked plot and must have the same bytes on every run and machine.
+        """
         return pd.DataFrame(
             {
                 "lam": [p.lam for p in self.points],
@@ -121,7 +126,6 @@ class PathResult:
                 "nonzeros": [p.nonzeros for p in self.points],
                 "train_accuracy": [p.train_acc for p in self.points],
                 "val_accuracy": [p.val_acc for p in self.points],
-                "seconds": [p.seconds for p in self.points],
             }
         )
 
@@ -139,13 +143,6 @@ class GapResult:
 
 
 # --------------------------------------------------------------------------- input handling
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` or ``"auto"``: CUDA when available, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def as_tensor(x: ArrayLike, dtype: torch.dtype | None = None) -> Tensor:
@@ -881,7 +878,8 @@ def _solve_one(prob: Problem, state: _State, lam: float, tol: float, max_iter: i
     return result, iters
 
 
-def _accuracy(X: Tensor, y: Tensor, W: Tensor, b: Tensor) -> float:
+def accuracy(X: Tensor, y: Tensor, W: Tensor, b: Tensor) -> float:
+    """Share of rows of ``X`` whose arg-max logit ``X W^T + b`` is the label (NaN without rows)."""
     if X.shape[0] == 0:
         return float("nan")
     return float(((X @ W.T + b).argmax(1) == y).to(torch.float64).mean())
@@ -898,6 +896,30 @@ def prepare(X: ArrayLike, y: ArrayLike, n_classes: int) -> tuple[Tensor, Tensor]
 def initial_bias(counts: Tensor) -> Tensor:
     """log class frequencies, the optimal bias for W = 0."""
     return torch.log(counts / counts.sum())
+
+
+def solve_point(prob: Problem, lam: float, start: PathPoint | None, *, tol: float,
+                max_iter: int) -> PathPoint:
+    """One exact path point at ``lam``, warm-started at the solution ``start`` (None: W = 0).
+
+    For paths that are not a fixed grid, such as the bisection between two points of the SLDD
+    feature selection (:mod:`qsenn_core.selection`). Solved as one step of
+    :func:`run_exact_path` (certified relative duality gap <= ``tol``, strong rule relative to
+    ``start.lam``); ``val_acc`` is NaN.
+    """
+    c, d = prob.Y.shape[1], prob.X.shape[1]
+    if start is None:
+        state = _State(weight=prob.X.new_zeros(c, d), bias=initial_bias(prob.counts))
+    else:
+        state = _State(weight=start.weight.to(prob.X), bias=start.bias.to(prob.X), lam=start.lam)
+    began = time.perf_counter()
+    res, iters = _solve_one(prob, state, float(lam), tol, max_iter)
+    W, b = state.weight, state.bias
+    return PathPoint(
+        lam=float(lam), weight=W.detach().cpu().clone(), bias=b.detach().cpu().clone(),
+        objective=res.primal, duality_gap=max(res.gap, 0.0), nonzeros=int((W != 0).sum()),
+        train_acc=accuracy(prob.X, prob.y, W, b), val_acc=float("nan"),
+        seconds=time.perf_counter() - began, iterations=iters)
 
 
 def run_exact_path(prob: Problem, lambdas: Sequence[float], *, tol: float, max_iter: int,
@@ -921,8 +943,8 @@ def run_exact_path(prob: Problem, lambdas: Sequence[float], *, tol: float, max_i
         point = PathPoint(
             lam=float(lam), weight=W.detach().cpu().clone(), bias=b.detach().cpu().clone(),
             objective=res.primal, duality_gap=max(res.gap, 0.0), nonzeros=int((W != 0).sum()),
-            train_acc=_accuracy(prob.X, prob.y, W, b),
-            val_acc=_accuracy(X_val, y_val, W, b) if X_val is not None else float("nan"),
+            train_acc=accuracy(prob.X, prob.y, W, b),
+            val_acc=accuracy(X_val, y_val, W, b) if X_val is not None else float("nan"),
             seconds=time.perf_counter() - start, iterations=iters)
         logger.info("%s lam %.4g obj %.6g rel.gap %.1e nnz %d acc %.3f/%.3f (%d it, %.2fs)",
                     desc, point.lam, point.objective, point.relative_gap, point.nonzeros,

@@ -7,7 +7,6 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from qsenn_core.distributed import cleanup_distributed, maybe_relaunch
 from qsenn_core.errors import QsennError
 from qsenn_core.params import Params, load_params
 
@@ -26,12 +25,14 @@ def run_stage(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None = None,
     *,
-    distributed: bool = False,
+    relaunch: Callable[[Params, list[str]], int | None] | None = None,
+    cleanup: Callable[[], None] | None = None,
 ) -> int:
     """Parse argv, load and validate params, run ``main``; expected errors become one stderr line.
 
-    With ``distributed`` and ``train.nproc > 1`` the script re-runs itself under torchrun
-    (DistributedDataParallel) and returns the exit code of that run.
+    ``relaunch(params, [script, *argv])`` may run the script again elsewhere and return that
+    run's exit code (training under torchrun: :func:`qsenn_core.distributed.run_distributed_stage`);
+    ``None`` means go on here. ``cleanup`` runs after ``main``, also when it fails.
     Returns the process exit code: 0 on success, 1 for a :class:`QsennError`, 130 on Ctrl-C.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -39,14 +40,15 @@ def run_stage(
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
-        if distributed:
-            code = maybe_relaunch(params.train.nproc, [sys.argv[0], *argv])
+        if relaunch is not None:
+            code = relaunch(params, [sys.argv[0], *argv])
             if code is not None:
                 return code
         try:
             main(args, params)
         finally:
-            cleanup_distributed()
+            if cleanup is not None:
+                cleanup()
     except QsennError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -18,7 +18,6 @@ ends in the same state as an uninterrupted one, because every epoch reseeds all 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -41,11 +40,12 @@ from tqdm import tqdm
 
 from qsenn_core import distributed as ddp
 from qsenn_core.data import DatasetIndex, ImageDataset, build_transform
+from qsenn_core.device import autocast, prepare_model, to_device
 from qsenn_core.diversity import feature_diversity_loss
 from qsenn_core.errors import DataError, ParamsError
 from qsenn_core.io import atomic_path, write_json, write_text
+from qsenn_core.model_file import ModelMetadata, model_state, save_model
 from qsenn_core.params import Params
-from qsenn_core.sparse_layer import SparseLayer, attach_sparse_layer, sparse_layer_from_state
 
 log = logging.getLogger(__name__)
 
@@ -151,17 +151,6 @@ def final_lr(cfg: FitConfig) -> float:
 # --------------------------------------------------------------------------- device and seeds
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is a ParamsError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ParamsError("device: cuda was requested but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise ParamsError(f"device: {name!r} is not one of auto, cpu, cuda")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's (CPU and CUDA) random number generators."""
     random.seed(seed)
@@ -173,28 +162,6 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """A well-mixed 63-bit seed for (seed, epoch, rank); every epoch starts from it."""
     state = np.random.SeedSequence([seed, epoch, rank]).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA, nothing on CPU (CPU results stay bit-reproducible in float32)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def to_device(images: Tensor, device: torch.device) -> Tensor:
-    """Move a batch to ``device``: non-blocking and channels_last on CUDA."""
-    if device.type == "cuda":
-        memory_format = torch.channels_last if images.ndim == 4 else torch.preserve_format
-        return images.to(device, non_blocking=True, memory_format=memory_format)
-    return images.to(device)
-
-
-def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move ``model`` to ``device`` (channels_last on CUDA); returns it."""
-    if device.type == "cuda":
-        return model.to(device, memory_format=torch.channels_last)
-    return model.to(device)
 
 
 # --------------------------------------------------------------------------- data loading
@@ -224,6 +191,51 @@ class EpochShuffleSampler(Sampler[int]):
         return self.n
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one training sample's random augmentation in one epoch."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, seed)`` for every index of ``inner``: the seed of that sample's random
+    augmentation depends only on (seed, epoch, index), not on which process draws it, so
+    training gives the same bytes with any ``data.num_workers``."""
+
+    def __init__(self, inner: Sampler[int], seed: int) -> None:
+        self.inner = inner
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select ``epoch``'s order (of the inner sampler) and augmentation seeds."""
+        self.epoch = epoch
+        self.inner.set_epoch(epoch)  # type: ignore[attr-defined]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((i, sample_seed(self.seed, self.epoch, i)) for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+
+class SeededSamples(Dataset[Any]):
+    """``dataset[(i, seed)]``: item ``i`` of the wrapped dataset, its random transform drawn
+    from ``seed`` (the process's own random state is left as it was)."""
+
+    def __init__(self, dataset: Dataset[Any]) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
 class ShardSampler(Sampler[int]):
     """Every ``world``-th index starting at ``rank`` in order, without padding (evaluation)."""
 
@@ -246,11 +258,11 @@ def make_loader(dataset: Dataset[Any], batch_size: int, train: bool, seed: int,
     train on it). On CUDA memory is pinned; workers persist across epochs.
     """
     n = len(dataset)  # type: ignore[arg-type]
-    sampler: Sampler[int]
-    if train and ddp.is_distributed():
-        sampler = DistributedSampler(dataset, shuffle=True, seed=seed)
-    elif train:
-        sampler = EpochShuffleSampler(n, seed)
+    sampler: Sampler[Any]
+    if train:
+        order = (DistributedSampler(dataset, shuffle=True, seed=seed) if ddp.is_distributed()
+                 else EpochShuffleSampler(n, seed))
+        sampler, dataset = SeededSampler(order, seed), SeededSamples(dataset)
     else:
         sampler = ShardSampler(n, ddp.rank(), ddp.world_size())
     per_rank = len(sampler)  # type: ignore[arg-type]
@@ -310,7 +322,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader[Any], optimizer: torch.
     sums = torch.zeros(5, dtype=torch.float64, device=device)
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not ddp.is_main()):
         images, labels = to_device(batch[0], device), batch[1].to(device, non_blocking=True)
-        with _autocast(device):
+        with autocast(device):
             out = model(images)
         logits = out.logits.float()
         ce = F.cross_entropy(logits, labels)
@@ -342,7 +354,7 @@ def evaluate(model: nn.Module, loader: DataLoader[Any], device: torch.device,
     counts = torch.zeros(2, dtype=torch.float64, device=device)
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not ddp.is_main()):
         images, labels = to_device(batch[0], device), batch[1].to(device, non_blocking=True)
-        with _autocast(device):
+        with autocast(device):
             logits = model(images).logits
         counts[0] += (logits.argmax(dim=1) == labels).sum()
         counts[1] += labels.shape[0]
@@ -377,40 +389,6 @@ def set_epoch_lrs(optimizer: torch.optim.Optimizer, cfg: FitConfig, epoch: int) 
 
 
 # --------------------------------------------------------------------------- checkpoints
-
-
-def model_state(model: nn.Module) -> dict[str, Tensor]:
-    """The state dict of ``model`` (DDP unwrapped) as contiguous CPU tensors."""
-    return {k: v.detach().cpu().contiguous() for k, v in ddp.unwrap(model).state_dict().items()}
-
-
-def save_model(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Write the model's state dict atomically (identical tensors -> identical bytes)."""
-    with atomic_path(path) as tmp:
-        torch.save(model_state(model), tmp)
-
-
-def load_model(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
-    """Load a state dict written by :func:`save_model` into ``model`` (weights only).
-
-    A fine-tuned model's file also holds its sparse layer (``head.selection`` ...): when
-    ``model`` still has a dense head, that layer is attached first (dropout unchanged), so
-    ``load_model(build_model(...), "models/iter_1.pt")`` gives the fine-tuned model.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: model file not found")
-    base = ddp.unwrap(model)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        layer = sparse_layer_from_state(state)
-        if layer is not None and not isinstance(getattr(base, "head", None), SparseLayer):
-            attach_sparse_layer(base, layer, dropout=base.dropout.p)  # type: ignore[arg-type]
-        base.load_state_dict(state)
-    except Exception as err:  # any unreadable/mismatched file is one line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path}: cannot load into the model ({first})") from None
-    return model
 
 
 def scratch_dir(stage: str, *inputs: Any, root: str | os.PathLike[str] = SCRATCH_ROOT) -> Path:
@@ -524,7 +502,8 @@ EpochHook = Callable[[int, dict[str, float]], None]
 def fit(model: nn.Module, train_set: Dataset[Any], test_set: Dataset[Any], cfg: FitConfig, *,
         device: torch.device, model_path: str | os.PathLike[str] | None = None,
         history_path: str | os.PathLike[str] | None = None, resume_dir: Path | None = None,
-        on_epoch_end: EpochHook | None = None) -> FitResult:
+        on_epoch_end: EpochHook | None = None,
+        model_metadata: ModelMetadata | None = None) -> FitResult:
     """Train ``model`` for ``cfg.epochs`` epochs on L_CE + beta * L_div (eq. 2).
 
     ``model`` implements the QSENN interface (``forward -> ModelOutput``, ``head``,
@@ -534,6 +513,8 @@ def fit(model: nn.Module, train_set: Dataset[Any], test_set: Dataset[Any], cfg: 
     wrapped in DDP; only rank 0 writes ``model_path`` (state dict), ``history_path`` and the
     resume checkpoint in ``resume_dir``, which is removed after the outputs are written.
     ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint (tests use it).
+    ``model_metadata`` (arch, preprocessing, class names) is stored in the model file, so the
+    file alone is enough to use the model (``qsenn predict``/``explain``/``export``).
     The model is trained in place and left on ``device``.
     """
     _check_sizes(train_set, test_set)  # type: ignore[arg-type]
@@ -582,7 +563,7 @@ def fit(model: nn.Module, train_set: Dataset[Any], test_set: Dataset[Any], cfg: 
 
     if ddp.is_main():
         if model_path is not None:
-            save_model(base, model_path)
+            save_model(base, model_path, metadata=model_metadata)
         if history_path is not None:
             write_history(history_path, history)
     ddp.barrier()

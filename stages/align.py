@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from qsenn_core.cli import run_stage, stage_parser
-from qsenn_core.steps.clip import align
+from qsenn_core.stage import run_stage, stage_parser
+from qsenn_core.steps.align import align
 
 
 def main(args, params):

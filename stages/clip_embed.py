@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from qsenn_core.cli import run_stage, stage_parser
-from qsenn_core.steps.clip import clip_embed
+from qsenn_core.stage import run_stage, stage_parser
+from qsenn_core.steps.clip_embed import clip_embed
 
 
 def main(args, params):

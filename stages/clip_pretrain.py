@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from qsenn_core.cli import run_stage, stage_parser
-from qsenn_core.steps.clip import clip_pretrain
+from qsenn_core.stage import run_stage, stage_parser
+from qsenn_core.steps.clip_pretrain import clip_pretrain
 
 
 def main(args, params):

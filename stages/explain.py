@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from qsenn_core.cli import run_stage, stage_parser
+from qsenn_core.stage import run_stage, stage_parser
 from qsenn_core.steps.explain import explain
 
 

@@ -3,8 +3,9 @@
 import sys
 from pathlib import Path
 
-from qsenn_core.cli import run_stage, stage_parser
-from qsenn_core.steps.loop import finetune
+from qsenn_core.distributed import run_distributed_stage
+from qsenn_core.stage import stage_parser
+from qsenn_core.steps.finetune import finetune
 
 
 def main(args, params):
@@ -20,4 +21,4 @@ if __name__ == "__main__":
     parser.add_argument("out", help="output state dict, e.g. models/iter_1.pt")
     parser.add_argument("--history", required=True, help="per-epoch TSV (DVC plot)")
     parser.add_argument("--metrics", required=True, help="final metrics JSON")
-    sys.exit(run_stage(main, parser, distributed=True))
+    sys.exit(run_distributed_stage(main, parser))

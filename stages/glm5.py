@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from qsenn_core.cli import run_stage, stage_parser
-from qsenn_core.steps.loop import glm5
+from qsenn_core.stage import run_stage, stage_parser
+from qsenn_core.steps.glm5 import glm5
 
 
 def main(args, params):

@@ -1,13 +1,14 @@
-"""DVC stage index_data: the content manifest of the dataset folder that other stages depend on."""
+"""DVC stage index_data: check the dataset, then write the content manifest later stages use."""
 
 import sys
+from pathlib import Path
 
-from qsenn_core.cli import run_stage, stage_parser
-from qsenn_core.data.manifest import write_manifest
+from qsenn_core.stage import run_stage, stage_parser
+from qsenn_core.steps.index_data import index_data
 
 
 def main(args, params):
-    write_manifest(params.data.root, args.out)
+    index_data(params, Path(args.out))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import sys
 
-from qsenn_core.cli import run_stage, stage_parser
+from qsenn_core.stage import run_stage, stage_parser
 from qsenn_core.synth import generate_synth
 
 

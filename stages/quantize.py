@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from qsenn_core.cli import run_stage, stage_parser
-from qsenn_core.steps.loop import quantize_solution
+from qsenn_core.stage import run_stage, stage_parser
+from qsenn_core.steps.quantize import quantize_solution
 
 
 def main(args, params):

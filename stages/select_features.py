@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from qsenn_core.cli import run_stage, stage_parser
-from qsenn_core.steps.loop import select
+from qsenn_core.stage import run_stage, stage_parser
+from qsenn_core.steps.select import select
 
 
 def main(args, params):

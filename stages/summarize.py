@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from qsenn_core.cli import run_stage, stage_parser
-from qsenn_core.steps.evaluate import summarize
+from qsenn_core.stage import run_stage, stage_parser
+from qsenn_core.steps.summarize import summarize
 
 
 def main(args, params):

@@ -3,8 +3,9 @@
 import sys
 from pathlib import Path
 
-from qsenn_core.cli import run_stage, stage_parser
-from qsenn_core.steps.dense import train_dense
+from qsenn_core.distributed import run_distributed_stage
+from qsenn_core.stage import stage_parser
+from qsenn_core.steps.train_dense import train_dense
 
 
 def main(args, params):
@@ -16,4 +17,4 @@ if __name__ == "__main__":
     parser.add_argument("model", help="output state dict, e.g. models/dense.pt")
     parser.add_argument("--history", required=True, help="per-epoch TSV (DVC plot)")
     parser.add_argument("--metrics", required=True, help="final metrics JSON")
-    sys.exit(run_stage(main, parser, distributed=True))
+    sys.exit(run_distributed_stage(main, parser))

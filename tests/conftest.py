@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from dvc_project import Reproduced, commit_all, make_tiny_project, run
 
-from qsenn_core.steps.clip import torch_threads
+from qsenn_core.device import torch_threads
 
 
 @pytest.fixture(scope="session")

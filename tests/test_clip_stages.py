@@ -20,16 +20,19 @@ import yaml
 
 from qsenn_core import clip_model as cm
 from qsenn_core.alignment import attribute_prompts
+from qsenn_core.concepts import read_concept_names
 from qsenn_core.data import load_dataset
+from qsenn_core.embedding_files import read_embeddings, write_embeddings
 from qsenn_core.errors import DataError
-from qsenn_core.extract import SplitFeatures, write_features
+from qsenn_core.feature_files import SplitFeatures, write_features
+from qsenn_core.model_file import save_model
 from qsenn_core.params import load_params
 from qsenn_core.sparse_layer import SparseLayer, attach_sparse_layer
-from qsenn_core.steps import clip as steps_clip
+from qsenn_core.steps import align as align_step
+from qsenn_core.steps.clip_weights import load_clip
 from qsenn_core.steps.common import new_model
-from qsenn_core.steps.dense import extract
+from qsenn_core.steps.extract import extract
 from qsenn_core.synth import generate_synth
-from qsenn_core.training import save_model
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES, N_FEATURES, WIDTH = 4, 6, 16
@@ -107,7 +110,7 @@ def test_stages_pretrain_embed_align_and_explain_concepts(project: Path) -> None
 
     assert run_stage("clip_embed.py", weights, root / "features/clip.parquet",
                      "--params", params_file) == 0
-    ids, emb = steps_clip.read_embeddings(root / "features/clip.parquet")
+    ids, emb = read_embeddings(root / "features/clip.parquet")
     index = load_dataset("synth", root / "data")
     np.testing.assert_array_equal(ids, index.image_ids[index.split("train")])
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
@@ -130,7 +133,7 @@ def test_stages_pretrain_embed_align_and_explain_concepts(project: Path) -> None
     assert metrics["n_features"] == N_FEATURES and metrics["n_concepts"] == 39
     assert (root / "reports/figure_6a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the explain report takes its concept names from the table
-    names = steps_clip.read_concept_names(root / "reports/alignment.csv")
+    names = read_concept_names(root / "reports/alignment.csv")
     assert names == dict(zip(table["feature"], table["concept_1"], strict=True))
 
 
@@ -151,14 +154,14 @@ def test_align_finds_planted_concepts(project: Path, monkeypatch: pytest.MonkeyP
         present[:, planted].astype(np.float32), index.labels[train], train), test=SplitFeatures(
         np.zeros((len(test), N_FEATURES), np.float32), index.labels[test], test))
     d = present + 1e-3  # L2 rows of the annotations: "CLIP" sees exactly the attributes
-    steps_clip.write_embeddings(root / "features/planted_clip.parquet", index.image_ids[train],
-                                index.labels[train], d / np.linalg.norm(d, axis=1, keepdims=True))
-    monkeypatch.setattr(steps_clip, "load_clip", lambda params, weights: (None, None, None))
-    monkeypatch.setattr(steps_clip.cm, "embed_texts",
+    write_embeddings(root / "features/planted_clip.parquet", index.image_ids[train],
+                     index.labels[train], d / np.linalg.norm(d, axis=1, keepdims=True))
+    monkeypatch.setattr(align_step, "load_clip", lambda params, weights: (None, None, None))
+    monkeypatch.setattr(align_step.cm, "embed_texts",
                         lambda model, tok, texts, device: np.eye(len(texts), dtype=np.float32))
     params = load_params(root / "params.yaml")
     out = root / "planted"
-    metrics = steps_clip.align(params, feats, root / "models/final.pt",
+    metrics = align_step.align(params, feats, root / "models/final.pt",
                                root / "features/planted_clip.parquet", root / "models/clip.pt",
                                out / "alignment.csv", out / "alignment.json", out / "fig.png")
     assert metrics["pos_full"] == 1.0 and metrics["pos_pred"] == 1.0
@@ -175,7 +178,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(project: Path, tmp_path: Path
     ids = index.image_ids[index.split("train")]
     short = tmp_path / "short.parquet"  # embeddings that miss the first training image
     emb = np.eye(len(ids), 8, dtype=np.float32)[1:]
-    steps_clip.write_embeddings(short, ids[1:], np.zeros(len(ids) - 1, np.int64), emb)
+    write_embeddings(short, ids[1:], np.zeros(len(ids) - 1, np.int64), emb)
     args = _align_args(root, "bad")
     args[2] = short
     capsys.readouterr()
@@ -214,18 +217,17 @@ def test_pretrain_stage_stores_a_given_checkpoint_unchanged(project: Path, tmp_p
     for key, value in model.state_dict().items():
         torch.testing.assert_close(stored[key], value, rtol=0, atol=0, msg=key)
     params = load_params(params_file)
-    loaded, _, _ = steps_clip.load_clip(params, out)
+    loaded, _, _ = load_clip(params, out)
     torch.testing.assert_close(loaded.logit_scale.detach(), model.logit_scale.detach())
 
 
 def test_read_concept_names_rejects_other_tables(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text("feature,concept_1\n17,red crown color\n3,dagger-like bill shape\n")
-    assert steps_clip.read_concept_names(path) == {17: "red crown color",
-                                                   3: "dagger-like bill shape"}
+    assert read_concept_names(path) == {17: "red crown color", 3: "dagger-like bill shape"}
     path.write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="not an alignment table"):
-        steps_clip.read_concept_names(path)
+        read_concept_names(path)
     with pytest.raises(DataError, match="not found"):
-        steps_clip.read_concept_names(tmp_path / "missing.csv")
+        read_concept_names(tmp_path / "missing.csv")
 

@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 
 from qsenn_core.backbones import build_model
 from qsenn_core.errors import DataError
-from qsenn_core.extract import SplitFeatures, extract_features, read_features, write_features
+from qsenn_core.extract import extract_features
+from qsenn_core.feature_files import SplitFeatures, read_features, write_features
 
 CPU = torch.device("cpu")
 
@@ -122,42 +123,47 @@ def test_bad_inputs_are_one_line_data_errors(tmp_path: Path) -> None:
         read_features(tmp_path / "f.parquet", "val")
 
 
-def tiny_index(tmp_path: Path, is_train: list[bool]):
-    from PIL import Image
+def test_extract_stage_uses_test_transform_for_both_splits(tmp_path: Path) -> None:
+    """The extract stage's step (what dvc runs): both splits through the test transform, eval
+    mode, rows keyed by image id, a fine-tuned model's selection applied."""
+    import yaml
 
-    from qsenn_core.data import DatasetIndex
+    from qsenn_core.data import ImageDataset, build_transform, load_dataset
+    from qsenn_core.model_file import save_model
+    from qsenn_core.params import load_params
+    from qsenn_core.sparse_layer import SparseLayer, attach_sparse_layer
+    from qsenn_core.steps.common import new_model
+    from qsenn_core.steps.extract import extract
+    from qsenn_core.synth import generate_synth
 
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(len(is_train)):
-        paths.append(tmp_path / f"img{i}.png")
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(paths[-1])
-    return DatasetIndex(name="synth", root=tmp_path, image_paths=paths,
-                        labels=np.arange(len(paths)) % 2, is_train=np.array(is_train),
-                        image_ids=np.arange(11, 11 + len(paths)), class_names=["a", "b"])
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["synth"].update(n_classes=3, image_size=32, train_per_class=3, test_per_class=2)
+    raw["data"].update(root=str(tmp_path / "data"), image_size=32)
+    raw["model"].update(width=8)
+    raw["select"]["n_features"] = 4
+    raw["quant"]["n_per_class"] = 2
+    raw["device"] = "cpu"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(tmp_path / "params.yaml")
+    generate_synth(tmp_path / "data", params.synth)
+    torch.manual_seed(0)
+    model = new_model(params)
+    save_model(model, tmp_path / "dense.pt")
+    extract(params, tmp_path / "dense.pt", tmp_path / "dense.parquet")
 
-
-def test_extract_to_parquet_uses_test_transform_for_both_splits(tmp_path: Path, model) -> None:
-    from qsenn_core.data import ImageDataset, build_transform
-    from qsenn_core.extract import extract_to_parquet
-
-    index = tiny_index(tmp_path, [True, False, True, True, False])
-    out = tmp_path / "features.parquet"
-    extract_to_parquet(out, model, index, image_size=32, batch_size=2, device=CPU)
-    X, y, ids = read_features(out, "train")
-    np.testing.assert_array_equal(ids, [11, 13, 14])
-    np.testing.assert_array_equal(y, [0, 0, 1])
+    index = load_dataset("synth", tmp_path / "data")
     plain = ImageDataset(index, "train", build_transform("synth", 32, train=False))
-    expected = extract_features(model, plain, batch_size=3, device=CPU).features
+    expected = extract_features(model, plain, batch_size=5, device=CPU).features
+    X, y, ids = read_features(tmp_path / "dense.parquet", "train")
     np.testing.assert_allclose(X, expected, rtol=1e-5, atol=1e-6)
-    assert read_features(out, "test")[2].tolist() == [12, 15]
+    np.testing.assert_array_equal(ids, index.image_ids[index.split("train")])
+    np.testing.assert_array_equal(y, index.labels[index.split("train")])
+    assert len(read_features(tmp_path / "dense.parquet", "test")[2]) == 3 * 2
 
-
-def test_extract_to_parquet_empty_split_writes_nothing(tmp_path: Path, model) -> None:
-    from qsenn_core.extract import extract_to_parquet
-
-    index = tiny_index(tmp_path, [True, True])
-    with pytest.raises(DataError, match="test split is empty"):
-        extract_to_parquet(tmp_path / "out" / "f.parquet", model, index, image_size=32,
-                           batch_size=2, device=CPU)
-    assert not (tmp_path / "out" / "f.parquet").exists()
+    selection = torch.tensor([5, 1, 6, 2])
+    layer = SparseLayer(selection, torch.ones(3, 4), torch.zeros(3), torch.zeros(4), torch.ones(4))
+    attach_sparse_layer(model, layer, dropout=0.1)
+    save_model(model, tmp_path / "iter_1.pt")
+    extract(params, tmp_path / "iter_1.pt", tmp_path / "iter_1.parquet")
+    X1, _, _ = read_features(tmp_path / "iter_1.parquet", "train")
+    np.testing.assert_allclose(X1, expected[:, selection.numpy()], rtol=1e-5, atol=1e-6)

@@ -47,21 +47,41 @@ def test_missing_or_empty_root_is_a_data_error(tmp_path: Path) -> None:
         manifest_text(tmp_path)
 
 
-def test_stage_writes_manifest_or_fails_in_one_line(tmp_path: Path) -> None:
-    _tree(tmp_path / "data")
+def test_stage_checks_the_dataset_then_writes_the_manifest(tmp_path: Path) -> None:
+    import yaml
+
+    from qsenn_core.params import load_params
+    from qsenn_core.synth import generate_synth
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["synth"].update(n_classes=3, image_size=32, train_per_class=2, test_per_class=1)
+    raw["data"]["root"] = str(tmp_path / "data")
+    raw["select"]["n_features"] = 4
+    raw["quant"]["n_per_class"] = 2
+    raw["explain"]["n_classes"] = 2
     params = tmp_path / "params.yaml"
-    params.write_text((REPO / "params.yaml").read_text().replace(
-        "root: data/synth", f"root: {tmp_path / 'data'}"))
+    params.write_text(yaml.safe_dump(raw))
+    generate_synth(tmp_path / "data", load_params(params).synth)
     out = tmp_path / "manifest.txt"
-    stage = str(REPO / "stages" / "index_data.py")
-    cmd = [sys.executable, stage, str(out), "--params", str(params)]
+    cmd = [sys.executable, str(REPO / "stages" / "index_data.py"), str(out), "--params",
+           str(params)]
     subprocess.run(cmd, check=True, capture_output=True)
     assert out.read_text() == manifest_text(tmp_path / "data", progress=False)
-    params.write_text(params.read_text().replace(f"root: {tmp_path / 'data'}", "root: /no/such"))
     out.unlink()
+    # a truncated image: one line naming it, no manifest
+    image = sorted((tmp_path / "data" / "CUB_200_2011" / "images").rglob("*.jpg"))[0]
+    image.write_bytes(b"\xff\xd8 truncated")
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode != 0 and not out.exists()
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: data.root")
+    assert proc.returncode == 1 and not out.exists()
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and image.name in last and "not a readable image" in last
+    # a missing dataset folder: one line, no manifest
+    raw["data"]["root"] = "/no/such"
+    params.write_text(yaml.safe_dump(raw))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 1 and not out.exists()
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "/no/such" in proc.stderr
 
 
 def test_write_manifest_counts_files(tmp_path: Path) -> None:

@@ -221,3 +221,25 @@ def test_killed_stage_leaves_no_stale_output_and_reruns_cleanly(fresh: Path) -> 
     assert [line.split("\t")[0] for line in history[1:]] == [str(e) for e in range(1, epochs + 1)]
     assert json.loads((fresh / "metrics/train_dense.json").read_text())["epochs"] == epochs
     assert not list((fresh / ".qsenn_scratch").glob("train_dense/*/resume.pt"))
+
+
+def test_bad_param_stops_in_check_params_before_any_training(fresh: Path) -> None:
+    """A wrong value stops `dvc exp run` in the first stage, even when the same run changes a
+    training param too (train_dense would otherwise run first)."""
+    proc = subprocess.run(["dvc", "exp", "run", "-S", "train.epochs=3",
+                           "-S", "quant.n_per_class=60"], cwd=fresh, env=tool_env(),
+                          capture_output=True, text=True, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert ran_stages(out) == ["check_params"], out[-2000:]
+    assert "quant.n_per_class: n_per_class * n_classes" in out
+    assert git(fresh, "status", "--porcelain") == "" or "params.yaml" in git(
+        fresh, "status", "--porcelain")
+
+
+def test_rerun_stages_leave_git_clean(fresh: Path) -> None:
+    """Tracked outputs hold no wall-clock time: forced reruns of the path stages (their
+    `cache: false` path tables live in git) rewrite the same bytes and the same dvc.lock."""
+    run(["dvc", "repro", "--force", "--single-item", "select_features", "glm5", "solve@1",
+         "solve@2", "evaluate_glm5"], fresh)
+    assert git(fresh, "status", "--porcelain") == ""

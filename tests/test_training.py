@@ -13,9 +13,10 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from qsenn_core import distributed as ddp
-from qsenn_core import training
+from qsenn_core import model_file, training
 from qsenn_core.errors import DataError, ParamsError
-from qsenn_core.params import IterationParams, Params, TrainParams
+from qsenn_core.params import IterationParams
+from qsenn_core.presets import load_preset
 from qsenn_core.sparse_layer import SparseLayer, attach_sparse_layer
 from qsenn_core.training import FitConfig, fit
 
@@ -100,7 +101,9 @@ def test_paper_schedule_and_finetune_lr() -> None:
     its = {str(i): IterationParams(prev="dense" if i == 1 else f"iter_{i - 1}", epochs=e,
                                    lr_step=s, lr_gamma=0.4)
            for i, e, s in ((1, 10, 0), (2, 10, 0), (3, 10, 0), (4, 40, 10))}
-    params = Params(iterations=its, final="iter_4", train=TrainParams())
+    repo = Path(__file__).resolve().parents[1]
+    paper = load_preset(repo / "params" / "paper-cub-resnet50.yaml", repo / "params.yaml")
+    params = dataclasses.replace(paper, iterations=its, final="iter_4")
     final = 0.01 * 0.4**5
     for i in range(1, 5):
         assert training.finetune_lr(params, str(i)) == pytest.approx(100 * final * 0.9 ** (i - 1))
@@ -111,15 +114,6 @@ def test_paper_schedule_and_finetune_lr() -> None:
         training.finetune_lr(params, "9")
     with pytest.raises(ParamsError, match="batch_size"):
         config(batch_size=0)
-
-
-def test_resolve_device() -> None:
-    assert training.resolve_device("cpu") == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert training.resolve_device("auto").type == expected
-    if not torch.cuda.is_available():
-        with pytest.raises(ParamsError, match="device: cuda"):
-            training.resolve_device("cuda")
 
 
 def test_epoch_sampler_depends_only_on_seed_and_epoch() -> None:
@@ -236,13 +230,13 @@ def test_scratch_dir_is_keyed_by_inputs_and_git_ignored(tmp_path: Path) -> None:
 
 def test_load_model_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="model file not found"):
-        training.load_model(TinyNet(), tmp_path / "none.pt")
+        model_file.load_model(TinyNet(), tmp_path / "none.pt")
     torch.save({"head.weight": torch.zeros(1)}, tmp_path / "bad.pt")
     with pytest.raises(DataError, match="cannot load") as err:
-        training.load_model(TinyNet(), tmp_path / "bad.pt")
+        model_file.load_model(TinyNet(), tmp_path / "bad.pt")
     assert "\n" not in str(err.value)
-    training.save_model(model := new_model(), tmp_path / "ok.pt")
-    other = training.load_model(TinyNet(), tmp_path / "ok.pt")
+    model_file.save_model(model := new_model(), tmp_path / "ok.pt")
+    other = model_file.load_model(TinyNet(), tmp_path / "ok.pt")
     torch.testing.assert_close(other.state_dict(), model.state_dict())
 
 
@@ -318,7 +312,7 @@ def test_real_model_dense_then_sparse_finetune_with_fdl(tmp_path: Path) -> None:
     assert torch.equal(state["head.selection"], torch.tensor([1, 6, 3]))
     assert not torch.equal(state["head.std"], torch.ones(3))
     # a fresh dense model loads the fine-tuned file, sparse layer included
-    fresh = training.load_model(build_model("small_cnn", 3, width=8), tmp_path / "ft.pt")
+    fresh = model_file.load_model(build_model("small_cnn", 3, width=8), tmp_path / "ft.pt")
     assert isinstance(fresh.head, SparseLayer) and fresh.head.alpha == pytest.approx(0.4)
     x = Pictures(2).images
     model.eval()
@@ -339,7 +333,7 @@ sys.path.insert(0, sys.argv[1])
 from test_training import Blobs, TinyNet, config  # noqa: E402
 
 from qsenn_core import distributed as ddp  # noqa: E402
-from qsenn_core import training  # noqa: E402
+from qsenn_core import model_file, training  # noqa: E402
 
 torch.set_num_threads(1)
 out = Path(sys.argv[2])
@@ -349,7 +343,7 @@ model = TinyNet()
 result = training.fit(model, Blobs(14), Blobs(7), config(epochs=1), device=torch.device("cpu"),
                       model_path=out / f"model{rank}.pt", history_path=out / f"history{rank}.json",
                       resume_dir=out / "scratch")
-torch.save({"world": ddp.world_size(), "state": training.model_state(model),
+torch.save({"world": ddp.world_size(), "state": model_file.model_state(model),
             "acc": result.history[0]["test_accuracy"]}, out / f"probe{rank}.pt")
 ddp.cleanup_distributed()
 """

@@ -13,8 +13,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from qsenn_core.concepts import alignment_rows, read_concept_names
 from qsenn_core.data import DatasetIndex
 from qsenn_core.data.base import crop_box, load_rgb
+from qsenn_core.device import prepare_model, resolve_device, to_device
 from qsenn_core.errors import DataError
 from qsenn_core.explain import (
     assigned_features,
@@ -26,9 +28,7 @@ from qsenn_core.explain import (
 from qsenn_core.params import Params
 from qsenn_core.report import build_report
 from qsenn_core.sparse_layer import SparseLayer
-from qsenn_core.steps.clip import alignment_rows, read_concept_names
-from qsenn_core.steps.common import device_of, load_splits, trained_model
-from qsenn_core.training import prepare_model, to_device
+from qsenn_core.steps.common import load_splits, trained_model
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def explain(params: Params, model_path: Path, metrics_dir: Path, out_dir: Path,
     model = trained_model(params, model_path)
     if not isinstance(model.head, SparseLayer):
         raise DataError(f"{model_path}: not a Q-SENN model (it has no sparse layer)")
-    device = device_of(params)
+    device = resolve_device(params.device)
     model = prepare_model(model, device).eval()
     head: SparseLayer = model.head
     weight = head.weight.detach().cpu().numpy()
@@ -118,7 +118,9 @@ def explain(params: Params, model_path: Path, metrics_dir: Path, out_dir: Path,
         local_pngs.append((f"test image {int(index.image_ids[position])}", name))
 
     metrics = {}
-    for model_name in ("dense", "glm5", *params.iteration_models(), "final"):
+    # the files the explain stage declares in dvc.yaml: an iteration's own metrics file is not
+    # among them (a foreach chain has no dep list per iteration), the final one's copy is
+    for model_name in ("dense", "glm5", "final"):
         path = Path(metrics_dir) / f"{model_name}.json"
         if path.is_file():
             metrics[model_name] = json.loads(path.read_text())
