@@ -8,10 +8,15 @@ assignments changed). Each row also names the params it changes against its base
 an ablation row reads ``quant.enabled=False``. The Markdown headers are the metrics' labels with
 unit and direction; the CSV headers are the metrics' JSON keys.
 
+With ``--by-seed`` experiments that differ only in ``seed`` become one row with the mean and
+the sample standard deviation of every metric and the number of seeds (the paper's supplementary
+tables report mean +- std over 5 seeds).
+
 Command line (run inside the project; calls ``dvc exp show --json`` unless ``--input`` is given)::
 
     python -m qsenn_core.compare --md results.md --csv results.csv
     dvc exp show --json | python -m qsenn_core.compare --input - --model glm5
+    python -m qsenn_core.compare --by-seed       # one row per setting: mean +- std, n seeds
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import io
 import json
 import logging
 import math
+import statistics
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -145,6 +151,83 @@ def table(rows: Sequence[Experiment], metrics_file: str = "metrics/final.json",
     return out
 
 
+SEED_KEY = "seed"
+
+
+@dataclass
+class SeedGroup:
+    """Experiments whose params are equal except for ``seed``."""
+
+    label: str  # the params the group changes against its baseline (without seed), or "baseline"
+    members: list[Experiment]
+
+    @property
+    def seeds(self) -> list[Any]:
+        return [flatten(m.params).get(SEED_KEY) for m in self.members]
+
+
+def seed_groups(rows: Sequence[Experiment]) -> list[SeedGroup]:
+    """Group rows by all their params but ``seed`` (first-seen order). Rows whose metrics are
+    missing stay in their group and count only where they have the metric."""
+    groups: dict[tuple[tuple[str, str], ...], SeedGroup] = {}
+    for exp in rows:
+        flat = {k: v for k, v in flatten(exp.params).items() if k != SEED_KEY}
+        key = tuple(sorted((k, json.dumps(v, sort_keys=True, default=str))
+                           for k, v in flat.items()))
+        if key not in groups:
+            changed = {k: v for k, v in exp.changed.items() if k != SEED_KEY}
+            label = " ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "baseline"
+            groups[key] = SeedGroup(label, [])
+        groups[key].members.append(exp)
+    return list(groups.values())
+
+
+def seed_table(groups: Sequence[SeedGroup], metrics_file: str = "metrics/final.json",
+               columns: Sequence[MetricColumn] = COMPARE_COLUMNS) -> list[dict[str, Any]]:
+    """One dict per group: ``setting``, ``n_seeds``, ``seeds``, then ``<key>_mean`` and
+    ``<key>_std`` (sample std, ddof 1; None with fewer than 2 values) of every column."""
+    out = []
+    for group in groups:
+        row: dict[str, Any] = {"setting": group.label, "n_seeds": len(group.members),
+                               "seeds": " ".join(str(s) for s in group.seeds)}
+        for col in columns:
+            values = [v for m in group.members
+                      if (v := _number(m.metrics.get(metrics_file, {}).get(col.key))) is not None]
+            row[f"{col.key}_mean"] = statistics.fmean(values) if values else None
+            row[f"{col.key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        out.append(row)
+    return out
+
+
+def seed_markdown(rows: Sequence[Mapping[str, Any]],
+                  columns: Sequence[MetricColumn] = COMPARE_COLUMNS) -> str:
+    """Markdown of :func:`seed_table` rows: ``mean ± std`` cells (``mean`` alone for one seed)."""
+    headers = ["Setting", "Seeds", *(markdown_header(c) for c in columns)]
+    lines = ["| " + " | ".join(headers) + " |",
+             "| " + " | ".join(["---", "---:"] + ["---:"] * len(columns)) + " |"]
+    for row in rows:
+        cells = [_cell(row["setting"], 0), str(row["n_seeds"])]
+        for c in columns:
+            mean, std = row[f"{c.key}_mean"], row[f"{c.key}_std"]
+            cell = _cell(mean, c.digits)
+            if mean is not None and std is not None:
+                cell += f" ± {std:.{c.digits}f}"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def seed_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """CSV of :func:`seed_table` rows, full precision, empty cells for missing values."""
+    buffer = io.StringIO()
+    fields = list(rows[0]) if rows else ["setting", "n_seeds", "seeds"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in fields})
+    return buffer.getvalue()
+
+
 def _cell(value: Any, digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -232,19 +315,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workspace", action="store_true", help="include the workspace row")
     parser.add_argument("-A", "--all-commits", action="store_true",
                         help="experiments of all commits (passed to dvc exp show)")
+    parser.add_argument("--by-seed", action="store_true",
+                        help="one row per setting: mean +- std over experiments that differ "
+                             "only in seed, with the number of seeds")
     parser.add_argument("--md", type=Path, help="write the Markdown table here")
     parser.add_argument("--csv", type=Path, help="write the CSV table here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         shown = load_exp_show(args.input, dvc_args=["-A"] if args.all_commits else [])
-        rows = table(experiments(shown, workspace=args.workspace), f"metrics/{args.model}.json")
+        found = experiments(shown, workspace=args.workspace)
+        metrics_file = f"metrics/{args.model}.json"
+        rows = table(found, metrics_file)
         if not rows:
             raise CompareError("no experiment with results in dvc exp show")
         if all(row[c.key] is None for row in rows for c in COMPARE_COLUMNS):
-            raise CompareError(f"no experiment has metrics/{args.model}.json")
-        markdown = to_markdown(rows)
-        for path, text in ((args.md, markdown), (args.csv, to_csv(rows))):
+            raise CompareError(f"no experiment has {metrics_file}")
+        if args.by_seed:
+            grouped = seed_table(seed_groups(found), metrics_file)
+            markdown, csv_text = seed_markdown(grouped), seed_csv(grouped)
+        else:
+            markdown, csv_text = to_markdown(rows), to_csv(rows)
+        for path, text in ((args.md, markdown), (args.csv, csv_text)):
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)

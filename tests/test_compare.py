@@ -148,3 +148,41 @@ def test_cli_unknown_model_fails_with_one_line(capsys: pytest.CaptureFixture[str
     assert main(["--input", str(SAMPLE), "--model", "iter_9"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "metrics/iter_9.json" in err
+
+
+def test_by_seed_groups_runs_that_differ_only_in_seed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qsenn_core.compare import seed_groups, seed_markdown, seed_table
+
+    def record(name: str, seed: int, quant: bool, acc: float, div: float) -> dict:
+        return {"rev": name * 8, "name": name, "error": None,
+                "data": {"params": {"params.yaml": {"data": {
+                    "seed": seed, "quant": {"enabled": quant}}}},
+                    "metrics": {"metrics/final.json": {"data": {
+                        "accuracy": acc, "diversity_at_5": div}}}}}
+
+    base = record("main", 0, True, 80.0, 60.0)
+    base["experiments"] = [{"executor": None, "name": n, "revs": [r]} for n, r in (
+        ("s1", record("s1", 1, True, 82.0, 62.0)),
+        ("nq0", record("nq0", 0, False, 70.0, 50.0)),
+        ("s2", record("s2", 2, True, 84.0, 61.0)),
+        ("nq1", record("nq1", 1, False, 72.0, 54.0)))]
+    groups = seed_groups(experiments([base]))
+    assert [(g.label, g.seeds) for g in groups] == [("baseline", [0, 1, 2]),
+                                                  ("quant.enabled=False", [0, 1])]
+    rows = seed_table(groups)
+    assert rows[0]["n_seeds"] == 3 and rows[0]["accuracy_mean"] == pytest.approx(82.0)
+    assert rows[0]["accuracy_std"] == pytest.approx(2.0)  # sample std of 80, 82, 84
+    assert rows[1]["diversity_at_5_mean"] == pytest.approx(52.0)
+    assert rows[1]["diversity_at_5_std"] == pytest.approx(2 ** 1.5)
+    assert rows[0]["dependence_mean"] is None
+    md = seed_markdown(rows)
+    assert md.splitlines()[2].startswith("| baseline | 3 | 82.0 ± 2.0 | 61.0 ± 1.0 | - |")
+    source = tmp_path / "shown.json"
+    source.write_text(json.dumps([base]))
+    assert main(["--input", str(source), "--by-seed", "--csv", str(tmp_path / "s.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "Seeds" in out.splitlines()[0] and "quant.enabled=False | 2 |" in out
+    parsed = list(csv.DictReader((tmp_path / "s.csv").open()))
+    assert [r["n_seeds"] for r in parsed] == ["3", "2"]
+    assert float(parsed[1]["accuracy_std"]) == pytest.approx(2 ** 0.5)
