@@ -83,9 +83,12 @@ def test_plots_show_renders_training_curves_and_regularization_path(project: Pat
 def test_exp_run_adding_an_iteration_runs_only_new_stages(project: Path) -> None:
     out = run(["dvc", "exp", "run", "-S", "+iterations.3={prev: iter_2, epochs: 1}",
                "-S", "final=iter_3"], project)
-    # the new iteration's stages, and what depends on the final model (align reads its features)
-    assert sorted(ran_stages(out)) == sorted(["solve@3", "quantize@3", "finetune@3", "extract@3",
-                                              "evaluate@3", "summarize", "align", "explain"])
+    # the new iteration's stages, what depends on the final model (align reads its features),
+    # and check_params, which validates every params change first
+    assert sorted(ran_stages(out)) == sorted(["check_params", "solve@3", "quantize@3",
+                                              "finetune@3", "extract@3", "evaluate@3",
+                                              "summarize", "align", "explain", "atlas"])
+    assert ran_stages(out)[0] == "check_params"
     final = json.loads((project / "metrics/final.json").read_text())
     assert final == json.loads((project / "metrics/iter_3.json").read_text())
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], project)
@@ -139,7 +142,7 @@ def test_exp_run_without_quantization_reruns_only_affected_stages(fresh: Path) -
     rows = {r["experiment"]: r for r in csv.DictReader((fresh / "table.csv").open())}
     assert rows.keys() == {"main", "no-quant"}
     assert rows["no-quant"]["changes"] == "quant.enabled=False"
-    assert float(rows["no-quant"]["Accuracy"]) == final_metrics(ablation)["accuracy"]
+    assert float(rows["no-quant"]["accuracy"]) == final_metrics(ablation)["accuracy"]
     # the top-level plots render both experiments side by side
     plots = json.loads(run(["dvc", "plots", "diff", "main", "no-quant", "--json"], fresh))["data"]
     for plot_id in ("Regularization path", "dvc.yaml::logs/iter_2.tsv"):

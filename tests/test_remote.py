@@ -124,8 +124,10 @@ def experiment(clones: Clones) -> dict:
     """A runs an experiment and pushes it (git refs to origin, outputs to both remotes)."""
     a = clones.a
     out = run(["dvc", "exp", "run", "-n", EXP_NAME, "-S", "final=iter_1"], a, clones.env_a)
-    # only what reads the final model (summarize, explain; align where the CLIP stages are)
-    assert {"explain", "summarize"} <= set(ran_stages(out)) <= {"explain", "summarize", "align"}
+    # only what reads the final model (summarize, explain, atlas; align where the CLIP stages
+    # are), after check_params validated the changed params
+    assert {"check_params", "explain", "summarize", "atlas"} <= set(ran_stages(out)) <= {
+        "check_params", "explain", "summarize", "align", "atlas"}
     metrics = json.loads((a / "metrics/final.json").read_text())
     assert metrics == json.loads((a / "metrics/iter_1.json").read_text())
     run(["dvc", "exp", "push", "origin", EXP_NAME], a, clones.env_a)
