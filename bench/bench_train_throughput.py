@@ -108,7 +108,7 @@ def fit_loop(args: argparse.Namespace, device: torch.device) -> tuple[float, flo
         _sync(device)
         start = _now()
         fit(model, train, test, config(args.epochs), device=device, resume_dir=resume,
-            history_path=Path(tmp) / "history.tsv")
+            log_dir=Path(tmp) / "log")
         _sync(device)
         return _elapsed(start)
 

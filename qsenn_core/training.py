@@ -43,9 +43,10 @@ from qsenn_core.data import DatasetIndex, ImageDataset, build_transform
 from qsenn_core.device import autocast, prepare_model, to_device
 from qsenn_core.diversity import feature_diversity_loss
 from qsenn_core.errors import DataError, ParamsError
-from qsenn_core.io import atomic_path, write_json, write_text
+from qsenn_core.io import atomic_path
 from qsenn_core.model_file import ModelMetadata, model_state, save_model
 from qsenn_core.params import Params
+from qsenn_core.training_log import TrainingLog
 
 log = logging.getLogger(__name__)
 
@@ -472,23 +473,6 @@ class FitResult:
     final_lrs: dict[str, float] = field(default_factory=dict)
 
 
-def write_history(path: str | os.PathLike[str], history: list[dict[str, float]]) -> None:
-    """Write the per-epoch history atomically, in a format DVC plots read.
-
-    ``.tsv`` -> tab-separated, ``.csv`` -> comma-separated (header + one row per epoch), anything
-    else -> a JSON list of records.
-    """
-    path = Path(path)
-    if path.suffix in (".tsv", ".csv"):
-        sep = "\t" if path.suffix == ".tsv" else ","
-        columns = list(history[0]) if history else []
-        lines = [sep.join(columns)]
-        lines += [sep.join(repr(row[c]) for c in columns) for row in history]
-        write_text(path, "\n".join(lines) + "\n")
-    else:
-        write_json(path, history)
-
-
 def _check_sizes(train_set: Sized, test_set: Sized) -> None:
     if len(train_set) == 0:
         raise DataError("the train split is empty: nothing to train on")
@@ -501,7 +485,7 @@ EpochHook = Callable[[int, dict[str, float]], None]
 
 def fit(model: nn.Module, train_set: Dataset[Any], test_set: Dataset[Any], cfg: FitConfig, *,
         device: torch.device, model_path: str | os.PathLike[str] | None = None,
-        history_path: str | os.PathLike[str] | None = None, resume_dir: Path | None = None,
+        log_dir: str | os.PathLike[str] | None = None, resume_dir: Path | None = None,
         on_epoch_end: EpochHook | None = None,
         model_metadata: ModelMetadata | None = None) -> FitResult:
     """Train ``model`` for ``cfg.epochs`` epochs on L_CE + beta * L_div (eq. 2).
@@ -510,8 +494,9 @@ def fit(model: nn.Module, train_set: Dataset[Any], test_set: Dataset[Any], cfg: 
     ``head_weight()``, ``backbone_parameters()``, ``head_parameters()``). Frozen parameters
     (``requires_grad=False``, e.g. the sparse layer's) are not optimized. Every epoch the model
     is evaluated on ``test_set``. Under torchrun the process group is joined here and the model
-    wrapped in DDP; only rank 0 writes ``model_path`` (state dict), ``history_path`` and the
-    resume checkpoint in ``resume_dir``, which is removed after the outputs are written.
+    wrapped in DDP; only rank 0 writes ``model_path`` (state dict), the DVCLive log in ``log_dir``
+    (per-epoch curves and ``metrics.json``, see :mod:`qsenn_core.training_log`) and the resume
+    checkpoint in ``resume_dir``, which is removed after the outputs are written.
     ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint (tests use it).
     ``model_metadata`` (arch, preprocessing, class names) is stored in the model file, so the
     file alone is enough to use the model (``qsenn predict``/``explain``/``export``).
@@ -529,6 +514,10 @@ def fit(model: nn.Module, train_set: Dataset[Any], test_set: Dataset[Any], cfg: 
         optimizer.load_state_dict(state["optimizer"])
         history, start = list(state["history"]), int(state["epoch"])
         log.info("resuming from epoch %d of %d (%s)", start, cfg.epochs, resume_dir)
+    train_log = TrainingLog(log_dir) if log_dir is not None and ddp.is_main() else None
+    if train_log is not None:
+        for record in history:  # a resumed run rewrites the curves from epoch 1
+            train_log.log_epoch(record)
     net = ddp.wrap_ddp(base, device)
     train_loader = make_loader(train_set, cfg.batch_size, True, cfg.seed, cfg.num_workers, device)
     test_loader = make_loader(test_set, cfg.batch_size, False, cfg.seed, cfg.num_workers, device)
@@ -553,6 +542,8 @@ def fit(model: nn.Module, train_set: Dataset[Any], test_set: Dataset[Any], cfg: 
             "lr": lrs.get("head", next(iter(lrs.values()))),
         }
         history.append(record)
+        if train_log is not None:
+            train_log.log_epoch(record)
         log.info("epoch %d/%d: loss %.4f, train acc %.2f%%, test acc %.2f%%, lr %.3g",
                  epoch + 1, cfg.epochs, record["train_loss"], record["train_accuracy"],
                  test_acc, record["lr"])
@@ -564,8 +555,8 @@ def fit(model: nn.Module, train_set: Dataset[Any], test_set: Dataset[Any], cfg: 
     if ddp.is_main():
         if model_path is not None:
             save_model(base, model_path, metadata=model_metadata)
-        if history_path is not None:
-            write_history(history_path, history)
+        if train_log is not None:
+            train_log.close({"epochs": cfg.epochs})
     ddp.barrier()
     if resume_dir is not None and ddp.is_main():
         shutil.rmtree(resume_dir, ignore_errors=True)

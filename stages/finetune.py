@@ -10,7 +10,7 @@ from qsenn_core.steps.finetune import finetune
 
 def main(args, params):
     finetune(params, args.iteration, Path(args.prev_model), Path(args.layer), Path(args.out),
-             Path(args.history), Path(args.metrics))
+             Path(args.log))
 
 
 if __name__ == "__main__":
@@ -19,6 +19,6 @@ if __name__ == "__main__":
     parser.add_argument("prev_model", help="state dict of the previous model")
     parser.add_argument("layer", help="sparse layer of quantize@i")
     parser.add_argument("out", help="output state dict, e.g. models/iter_1.pt")
-    parser.add_argument("--history", required=True, help="per-epoch TSV (DVC plot)")
-    parser.add_argument("--metrics", required=True, help="final metrics JSON")
+    parser.add_argument("--log", required=True,
+                        help="DVCLive directory: per-epoch plots, metrics.json; e.g. logs/iter_1")
     sys.exit(run_distributed_stage(main, parser))

@@ -9,12 +9,12 @@ from qsenn_core.steps.train_dense import train_dense
 
 
 def main(args, params):
-    train_dense(params, Path(args.model), Path(args.history), Path(args.metrics))
+    train_dense(params, Path(args.model), Path(args.log))
 
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
     parser.add_argument("model", help="output state dict, e.g. models/dense.pt")
-    parser.add_argument("--history", required=True, help="per-epoch TSV (DVC plot)")
-    parser.add_argument("--metrics", required=True, help="final metrics JSON")
+    parser.add_argument("--log", required=True,
+                        help="DVCLive directory: per-epoch plots and metrics.json, e.g. logs/dense")
     sys.exit(run_distributed_stage(main, parser))

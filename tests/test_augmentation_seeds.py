@@ -31,7 +31,7 @@ def test_worker_count_does_not_change_the_trained_model(tmp_path: Path) -> None:
     for run, workers in (("main", 0), ("two", 2)):
         fit(new_model(), NoisyBlobs(12), Blobs(6), config(epochs=2, num_workers=workers),
             device=torch.device("cpu"), model_path=tmp_path / run / "model.pt",
-            history_path=tmp_path / run / "h.json")
+            log_dir=tmp_path / run / "log")
     assert _sha(tmp_path / "main" / "model.pt") == _sha(tmp_path / "two" / "model.pt")
 
 

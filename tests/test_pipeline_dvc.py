@@ -41,7 +41,7 @@ def test_repro_from_scratch_writes_every_output(reproduced: Reproduced, project:
     # the chain follows params: iteration 2 starts from iteration 1's features and model
     assert stages.index("extract@1") < stages.index("solve@2")
     for path in ("models/dense.pt", "models/iter_2.pt", "features/iter_2.parquet",
-                 "sparse/iter_2/layer.pt", "sparse/selection.json", "logs/dense.tsv",
+                 "sparse/iter_2/layer.pt", "sparse/selection.json", "logs/dense/metrics.json",
                  "reports/explain/index.html", "reports/explain/assignment.png",
                  "reports/alignment.csv", "models/clip.pt", "features/clip.parquet",
                  "reports/figure_6a.png", "metrics/alignment.json"):
@@ -67,11 +67,17 @@ def test_plots_show_renders_training_curves_and_regularization_path(project: Pat
     shown = json.loads(run(["dvc", "plots", "show", "--json"], project))
     assert not shown.get("errors"), shown["errors"]
     plots = shown["data"]
-    # one training-curve plot per logs/*.tsv, train and test accuracy for every epoch
+    # DVCLive's curves: the dense model's train and test accuracy in one plot, every epoch ...
+    values = plots["Dense training accuracy"][0]["content"]["data"]["values"]
+    fields = [v["filename::field"].split("::")[1] for v in values]
+    assert fields.count("train_accuracy") == fields.count("test_accuracy") == 2
+    assert [int(v["step"]) for v in values if "test_accuracy" in v] == [1, 2]
+    # ... and one plot per reading of every training stage, x = step = epoch
     for name, epochs in (("dense", 2), ("iter_1", 1), ("iter_2", 1)):
-        values = plots[f"dvc.yaml::logs/{name}.tsv"][0]["content"]["data"]["values"]
-        fields = [v["field"] for v in values]
-        assert fields.count("train_accuracy") == fields.count("test_accuracy") == epochs, name
+        for reading in ("train_loss", "train_fdl", "train_accuracy", "test_accuracy", "lr"):
+            plot_id = f"logs/{name}/plots/metrics/{reading}.tsv"
+            values = plots[plot_id][0]["content"]["data"]["values"]
+            assert [int(v["step"]) for v in values] == list(range(1, epochs + 1)), plot_id
     # the regularization path: accuracy against nonzeros of the final iteration and of glm5
     values = plots["Regularization path"][0]["content"]["data"]["values"]
     assert {v["filename"] for v in values} == {"iter_2/path.csv", "glm5/path.csv"}
@@ -145,7 +151,7 @@ def test_exp_run_without_quantization_reruns_only_affected_stages(fresh: Path) -
     assert float(rows["no-quant"]["accuracy"]) == final_metrics(ablation)["accuracy"]
     # the top-level plots render both experiments side by side
     plots = json.loads(run(["dvc", "plots", "diff", "main", "no-quant", "--json"], fresh))["data"]
-    for plot_id in ("Regularization path", "dvc.yaml::logs/iter_2.tsv"):
+    for plot_id in ("Regularization path", "logs/iter_2/plots/metrics/test_accuracy.tsv"):
         assert sorted(plots[plot_id][0]["revisions"]) == ["main", "no-quant"], plot_id
 
 
@@ -185,7 +191,7 @@ def test_killed_stage_leaves_no_stale_output_and_reruns_cleanly(fresh: Path) -> 
     params = yaml.safe_load((fresh / "params.yaml").read_text())
     params["train"]["epochs"] = epochs
     (fresh / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    outs = ("models/dense.pt", "logs/dense.tsv", "metrics/train_dense.json")
+    outs = ("models/dense.pt",)
     # a terminal's foreground job gets Ctrl-C with the default disposition; a test run started in
     # the background of a non-interactive shell inherits SIGINT ignored, so reset it before exec
     with_default_sigint = [sys.executable, "-c", "import os, signal, sys; "
@@ -211,6 +217,9 @@ def test_killed_stage_leaves_no_stale_output_and_reruns_cleanly(fresh: Path) -> 
     assert "Running stage 'train_dense'" in output
     for path in outs:  # the outputs are gone: DVC removed them and the stage never renamed one in
         assert not (fresh / path).exists(), f"{path} left behind by the killed stage"
+    # the DVCLive log is written live (dvc exp show reads it during a run): finished epochs only
+    live = json.loads((fresh / "logs/dense/metrics.json").read_text())
+    assert 1 <= live["step"] < epochs and "epochs" not in live
     leftovers = [p.name for d in ("models", "logs", "metrics") for p in (fresh / d).iterdir()
                  if p.name.endswith(".tmp")]  # atomic writes' temporaries
     assert leftovers == [], leftovers
@@ -220,9 +229,10 @@ def test_killed_stage_leaves_no_stale_output_and_reruns_cleanly(fresh: Path) -> 
     assert ran_stages(out) == ["train_dense"]
     assert "resuming from epoch" in out
     assert "up to date" in run(["dvc", "status", "train_dense"], fresh)
-    history = (fresh / "logs/dense.tsv").read_text().splitlines()
-    assert [line.split("\t")[0] for line in history[1:]] == [str(e) for e in range(1, epochs + 1)]
-    assert json.loads((fresh / "metrics/train_dense.json").read_text())["epochs"] == epochs
+    curve = (fresh / "logs/dense/plots/metrics/test_accuracy.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in curve[1:]] == [str(e) for e in range(1, epochs + 1)]
+    summary = json.loads((fresh / "logs/dense/metrics.json").read_text())
+    assert summary["epochs"] == summary["step"] == epochs
     assert not list((fresh / ".qsenn_scratch").glob("train_dense/*/resume.pt"))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -87,6 +88,14 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def tree_sha(directory: Path) -> str:
+    """One hash over the relative paths and bytes of every file under ``directory``."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 # --------------------------------------------------------------------------- schedule and config
 
 
@@ -133,16 +142,26 @@ def test_fit_learns_and_logs_history(tmp_path: Path) -> None:
     model = new_model()
     result = fit(model, Blobs(24), Blobs(12, seed=1), config(epochs=4, lr_step=2, lr_gamma=0.5),
                  device=torch.device("cpu"), model_path=tmp_path / "m.pt",
-                 history_path=tmp_path / "h.tsv")
+                 log_dir=tmp_path / "log")
     h = result.history
     assert [r["epoch"] for r in h] == [1, 2, 3, 4]
     assert [r["lr"] for r in h] == pytest.approx([0.1, 0.1, 0.05, 0.05])
     assert h[-1]["train_loss"] < h[0]["train_loss"]
     assert h[-1]["test_accuracy"] > 50.0
     assert result.final_lrs == pytest.approx({"backbone": 0.0125, "head": 0.025})
-    lines = (tmp_path / "h.tsv").read_text().splitlines()
-    assert lines[0].split("\t")[:3] == ["epoch", "train_loss", "train_ce"]
-    assert len(lines) == 5
+    # the DVCLive log: one curve per reading, step = epoch; metrics.json = last epoch + epochs
+    curves = tmp_path / "log" / "plots" / "metrics"
+    assert sorted(p.name for p in curves.iterdir()) == [
+        "lr.tsv", "test_accuracy.tsv", "train_accuracy.tsv", "train_ce.tsv", "train_fdl.tsv",
+        "train_loss.tsv"]
+    rows = (curves / "test_accuracy.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["step", "test_accuracy"]
+    assert [r.split("\t") for r in rows[1:]] == [
+        [str(r["epoch"]), repr(r["test_accuracy"])] for r in h]
+    summary = json.loads((tmp_path / "log" / "metrics.json").read_text())
+    assert summary == {**{k: v for k, v in h[-1].items() if k != "epoch"}, "step": 4,
+                       "epochs": 4}
+    assert sorted(p.name for p in (tmp_path / "log").iterdir()) == ["metrics.json", "plots"]
     state = torch.load(tmp_path / "m.pt", weights_only=True)
     torch.testing.assert_close(state["head.weight"], model.head.weight.detach())
 
@@ -150,16 +169,17 @@ def test_fit_learns_and_logs_history(tmp_path: Path) -> None:
 def test_same_seed_gives_identical_bytes(tmp_path: Path) -> None:
     for run, seed in (("a", 3), ("b", 3), ("c", 4)):
         fit(new_model(), Blobs(10), Blobs(6), config(seed=seed), device=torch.device("cpu"),
-            model_path=tmp_path / run / "model.pt", history_path=tmp_path / run / "h.json")
+            model_path=tmp_path / run / "model.pt", log_dir=tmp_path / run / "log")
     assert sha(tmp_path / "a" / "model.pt") == sha(tmp_path / "b" / "model.pt")
-    assert sha(tmp_path / "a" / "h.json") == sha(tmp_path / "b" / "h.json")
+    assert tree_sha(tmp_path / "a" / "log") == tree_sha(tmp_path / "b" / "log")
+    assert tree_sha(tmp_path / "a" / "log") != tree_sha(tmp_path / "c" / "log")
     assert sha(tmp_path / "a" / "model.pt") != sha(tmp_path / "c" / "model.pt")
 
 
 def test_killed_run_resumes_and_matches_uninterrupted(tmp_path: Path) -> None:
     cfg = config(epochs=3, lr_step=1, lr_gamma=0.5)
     fit(new_model(), Blobs(12), Blobs(6), cfg, device=torch.device("cpu"),
-        model_path=tmp_path / "full" / "model.pt", history_path=tmp_path / "full" / "h.json")
+        model_path=tmp_path / "full" / "model.pt", log_dir=tmp_path / "full" / "log")
 
     scratch = training.scratch_dir("train_dense", cfg, root=tmp_path / "scratch")
 
@@ -170,21 +190,23 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         fit(new_model(), Blobs(12), Blobs(6), cfg, device=torch.device("cpu"),
             model_path=tmp_path / "resumed" / "model.pt",
-            history_path=tmp_path / "resumed" / "h.json",
+            log_dir=tmp_path / "resumed" / "log",
             resume_dir=scratch, on_epoch_end=kill_after_first)
     assert (scratch / training.RESUME_FILE).is_file()
-    assert not (tmp_path / "resumed").exists()
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    # the live log shows the finished epoch (dvc exp show reads it during a run)
+    live = json.loads((tmp_path / "resumed" / "log" / "metrics.json").read_text())
+    assert live["step"] == 1 and "epochs" not in live
 
     seen: list[int] = []
     # a freshly initialised model with another seed: everything must come from the checkpoint
     fit(new_model(seed=99), Blobs(12), Blobs(6), cfg, device=torch.device("cpu"),
-        model_path=tmp_path / "resumed" / "model.pt",
-            history_path=tmp_path / "resumed" / "h.json",
+        model_path=tmp_path / "resumed" / "model.pt", log_dir=tmp_path / "resumed" / "log",
         resume_dir=scratch, on_epoch_end=lambda e, r: seen.append(e))
     assert seen == [2, 3]
     # torch.save names the zip records after the file, so compare files of the same name
     assert sha(tmp_path / "resumed" / "model.pt") == sha(tmp_path / "full" / "model.pt")
-    assert sha(tmp_path / "resumed" / "h.json") == sha(tmp_path / "full" / "h.json")
+    assert tree_sha(tmp_path / "resumed" / "log") == tree_sha(tmp_path / "full" / "log")
     assert not scratch.exists()
 
 
@@ -208,7 +230,7 @@ def test_empty_split_is_one_line_error_and_writes_nothing(tmp_path: Path, empty:
     train, test = (Blobs(0), Blobs(4)) if empty == "train" else (Blobs(4), Blobs(0))
     with pytest.raises(DataError, match=f"{empty} split is empty") as err:
         fit(new_model(), train, test, config(), device=torch.device("cpu"),
-            model_path=tmp_path / "m.pt", history_path=tmp_path / "h.tsv",
+            model_path=tmp_path / "m.pt", log_dir=tmp_path / "log",
             resume_dir=tmp_path / "scratch")
     assert "\n" not in str(err.value)
     assert list(tmp_path.iterdir()) == []
@@ -341,7 +363,7 @@ rank = int(__import__("os").environ["RANK"])
 training.seed_everything(rank)  # different inits: DDP must start every rank from rank 0's
 model = TinyNet()
 result = training.fit(model, Blobs(14), Blobs(7), config(epochs=1), device=torch.device("cpu"),
-                      model_path=out / f"model{rank}.pt", history_path=out / f"history{rank}.json",
+                      model_path=out / f"model{rank}.pt", log_dir=out / f"log{rank}",
                       resume_dir=out / "scratch")
 torch.save({"world": ddp.world_size(), "state": model_file.model_state(model),
             "acc": result.history[0]["test_accuracy"]}, out / f"probe{rank}.pt")
@@ -366,7 +388,7 @@ def test_ddp_two_gloo_processes_under_torchrun(tmp_path: Path, monkeypatch) -> N
 
     # only rank 0 wrote outputs; the scratch folder is gone
     assert sorted(p.name for p in out.iterdir()) == [
-        "history0.json", "model0.pt", "probe0.pt", "probe1.pt"]
+        "log0", "model0.pt", "probe0.pt", "probe1.pt"]
     probes = [torch.load(out / f"probe{r}.pt", weights_only=True) for r in (0, 1)]
     assert probes[0]["world"] == probes[1]["world"] == 2
     # after training every rank holds the same parameters and buffers, and rank 0 saved them

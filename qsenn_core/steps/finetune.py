@@ -6,9 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from qsenn_core import distributed as ddp
 from qsenn_core.device import resolve_device
-from qsenn_core.io import write_json
 from qsenn_core.model_file import metadata_from_params
 from qsenn_core.params import Params
 from qsenn_core.sparse_layer import attach_sparse_layer, load_sparse_layer
@@ -19,8 +17,12 @@ log = logging.getLogger(__name__)
 
 
 def finetune(params: Params, key: str, prev_model: Path, layer_path: Path, model_out: Path,
-             history_out: Path, metrics_out: Path) -> dict[str, float]:
-    """Fine-tune the previous model with the sparse layer frozen (L_CE + beta * L_div)."""
+             log_dir: Path) -> dict[str, float]:
+    """Fine-tune the previous model with the sparse layer frozen (L_CE + beta * L_div).
+
+    ``log_dir`` gets the DVCLive log: per-epoch curves and ``metrics.json``
+    (:mod:`qsenn_core.training_log`). Returns the last epoch's readings.
+    """
     splits = load_splits(params, train_augment=True)
     seed_everything(params.seed)
     model = trained_model(params, prev_model)
@@ -32,12 +34,8 @@ def finetune(params: Params, key: str, prev_model: Path, layer_path: Path, model
                          params.train, params.finetune, params.iterations[key], prev_model,
                          layer_path, Path(params.data.root))
     result = fit(model, splits.train, splits.test, cfg, device=resolve_device(params.device),
-                 model_path=model_out, history_path=history_out, resume_dir=resume,
+                 model_path=model_out, log_dir=log_dir, resume_dir=resume,
                  model_metadata=metadata_from_params(params, splits.index))
     last = result.history[-1]
-    metrics = {"test_accuracy": round(last["test_accuracy"], 4),
-               "train_accuracy": round(last["train_accuracy"], 4),
-               "lr": cfg.lr_head, "epochs": cfg.epochs}
-    if ddp.is_main():
-        write_json(metrics_out, metrics)
-    return metrics
+    log.info("iteration %s: test accuracy %.2f%%", key, last["test_accuracy"])
+    return last
