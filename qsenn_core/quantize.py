@@ -3,6 +3,7 @@
 - :func:`quantize`: keep the n_w largest magnitudes (eq. 3), replace them by sign * alpha with
   alpha their mean magnitude (eq. 4-5); ``levels`` = n_Q > 3 follows the supplement's "Number of
   Quantization Levels".
+- :func:`weights_to_keep`: n_w, or fewer when the solution has fewer nonzeros.
 - :func:`sparsify_top`: the "w/o quantization" ablation (the n_w largest float weights, as is).
 - :func:`refit_bias`: the bias b for a fixed W^Q (convex, Newton's method).
 - :func:`assignment_change`: the convergence measure of Suppl. Figure 8.
@@ -46,6 +47,24 @@ def top_indices(weight: Tensor, n_weights: int) -> Tensor:
                          f"{available} nonzero entries")
     order = torch.sort(flat.abs(), descending=True, stable=True).indices
     return order[:n_weights]
+
+
+def weights_to_keep(weight: Tensor, n_weights: int) -> int:
+    """n_w, or the number of nonzeros of W^sp when the path's densest solution has fewer.
+
+    Eq. 3 assumes W^sp has at least n_w = n_wc * n_c nonzeros. When the features already
+    separate the training set (synth_travelingbirds after one fine-tuning round: 100% training
+    accuracy), the elastic-net path can end below that (e.g. 220 of 250 at lambda_min); then every
+    nonzero is kept, n_wc drops below its target, and the metrics' ``features_per_class`` and the
+    quantize metrics' ``nonzeros`` say so.
+    """
+    available = int((weight.detach() != 0).sum())
+    if available < n_weights:
+        logger.warning("the solution has %d nonzero weights, fewer than n_w = %d: keeping all "
+                       "of them (%.2f per class)", available, n_weights,
+                       available / max(1, weight.shape[0]))
+        return available
+    return n_weights
 
 
 def quantize(weight: Tensor, n_weights: int, levels: int = 3) -> Tensor:

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from qsenn_core.errors import QsennError
-from qsenn_core.quantize import assignment_change, quantize, refit_bias, sparsify_top
+from qsenn_core.quantize import (
+    assignment_change,
+    quantize,
+    refit_bias,
+    sparsify_top,
+    weights_to_keep,
+)
 
 
 def _random_sparse(seed: int = 0, shape: tuple[int, int] = (8, 12)) -> torch.Tensor:
@@ -63,6 +69,17 @@ def test_more_weights_than_nonzeros() -> None:
         quantize(w, 3)
     with pytest.raises(QsennError, match="only 2 nonzero"):
         sparsify_top(w, 3)
+
+
+def test_a_solution_sparser_than_n_w_keeps_every_nonzero(caplog) -> None:
+    w = torch.tensor([[0.5, 0.0, -0.2], [0.0, 0.0, 0.1]])
+    assert weights_to_keep(w, 2) == 2  # enough nonzeros: exactly n_w
+    with caplog.at_level("WARNING"):
+        n = weights_to_keep(w, 6)
+    assert n == 3 and "fewer than n_w = 6" in caplog.text
+    q = quantize(w, n)
+    assert torch.equal(q != 0, w != 0)  # every nonzero kept, with its sign
+    assert torch.equal(torch.sign(q), torch.sign(w))
 
 
 @pytest.mark.parametrize("levels", [2, 4, 1])

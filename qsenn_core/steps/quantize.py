@@ -9,7 +9,7 @@ from pathlib import Path
 from qsenn_core.io import write_json
 from qsenn_core.metrics import features_per_class, n_used_features
 from qsenn_core.params import Params
-from qsenn_core.quantize import quantize, refit_bias, sparsify_top
+from qsenn_core.quantize import quantize, refit_bias, sparsify_top, weights_to_keep
 from qsenn_core.sparse_layer import SparseLayer, save_sparse_layer
 from qsenn_core.steps.sparse_files import layer_inputs, read_solution
 
@@ -22,8 +22,8 @@ def quantize_solution(params: Params, solution_path: Path, features_path: Path,
     """W^Q from W^sp (eq. 3-5; or the n_w largest float weights when ``quant.enabled`` is
     false), a refitted bias, and the sparse layer file for fine-tuning."""
     solution = read_solution(solution_path)
-    n_weights = params.quant.n_per_class * params.n_classes
     weight = solution["weight"]
+    n_weights = weights_to_keep(weight, params.quant.n_per_class * params.n_classes)
     if params.quant.enabled:
         new_weight = quantize(weight, n_weights, params.quant.levels)
     else:
