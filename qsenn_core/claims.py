@@ -72,7 +72,6 @@ import os
 import re
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,6 +89,8 @@ from qsenn_core.compare import (
     experiments,
     flatten,
     load_exp_show,
+    mean_std,
+    number,
     seed_csv,
     seed_markdown,
     seed_table,
@@ -396,8 +397,7 @@ class Summary:
 def summarize(values: Sequence[float]) -> Summary:
     """:class:`Summary` of ``values`` (sample std, ddof 1)."""
     values = list(values)
-    return Summary(len(values), statistics.fmean(values) if values else None,
-                   statistics.stdev(values) if len(values) > 1 else None)
+    return Summary(len(values), *mean_std(values))
 
 
 def values(found: Found, dataset: str, reading: Reading, key: str) -> dict[int, float]:
@@ -406,9 +406,9 @@ def values(found: Found, dataset: str, reading: Reading, key: str) -> dict[int, 
     for (d, v, seed), exp in sorted(found.items()):
         if d != dataset or v != reading.variant:
             continue
-        value = exp.metrics.get(reading.metrics_file, {}).get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[seed] = float(value)
+        value = number(exp.metrics.get(reading.metrics_file, {}).get(key))
+        if value is not None:
+            out[seed] = value
     return out
 
 

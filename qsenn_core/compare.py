@@ -124,10 +124,17 @@ def experiments(shown: Sequence[Mapping[str, Any]], *, workspace: bool = False) 
     return rows
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """``value`` as a float when it is a JSON number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std (ddof 1) of ``values``; None where undefined (no / one value)."""
+    return (statistics.fmean(values) if values else None,
+            statistics.stdev(values) if len(values) > 1 else None)
 
 
 def table(rows: Sequence[Experiment], metrics_file: str = "metrics/final.json",
@@ -146,7 +153,7 @@ def table(rows: Sequence[Experiment], metrics_file: str = "metrics/final.json",
             "changes": " ".join(f"{k}={v}" for k, v in sorted(exp.changed.items())),
         }
         for col in columns:
-            row[col.key] = _number(metrics.get(col.key))
+            row[col.key] = number(metrics.get(col.key))
         out.append(row)
     return out
 
@@ -192,9 +199,8 @@ def seed_table(groups: Sequence[SeedGroup], metrics_file: str = "metrics/final.j
                                "seeds": " ".join(str(s) for s in group.seeds)}
         for col in columns:
             values = [v for m in group.members
-                      if (v := _number(m.metrics.get(metrics_file, {}).get(col.key))) is not None]
-            row[f"{col.key}_mean"] = statistics.fmean(values) if values else None
-            row[f"{col.key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+                      if (v := number(m.metrics.get(metrics_file, {}).get(col.key))) is not None]
+            row[f"{col.key}_mean"], row[f"{col.key}_std"] = mean_std(values)
         out.append(row)
     return out
 

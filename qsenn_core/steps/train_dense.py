@@ -22,7 +22,8 @@ def train_dense(params: Params, model_out: Path, log_dir: Path) -> dict[str, flo
     ``epochs``), see :mod:`qsenn_core.training_log`.
 
     A killed run resumes from its last finished epoch (scratch folder keyed by the params and
-    the dataset); the outputs appear only after the last epoch.
+    the dataset); the model file appears only after the last epoch, while the log is written
+    after every epoch (``dvc exp show`` reads it during a run).
     """
     splits = load_splits(params, train_augment=True)
     seed_everything(params.seed)
