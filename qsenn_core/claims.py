@@ -53,12 +53,15 @@ no data on one side is N/A.
 Command line (run inside the project)::
 
     python -m qsenn_core.claims queue [--seeds 0 1 2] [--datasets synth synth_travelingbirds]
-                                      [--dry-run]
+                                      [--set KEY=VALUE ...] [--dry-run]
     python -m qsenn_core.claims report [--input FILE|-] [--md PATH] [--csv PATH]
-    python -m qsenn_core.claims run [--seeds ...] [--datasets ...] [-j 1]
+    python -m qsenn_core.claims run [--seeds ...] [--datasets ...] [--set ...] [-j 1]
 
+``--set KEY=VALUE`` adds one ``-S`` override to every experiment (the report lists every
+param that differs from ``params.yaml`` with the variant's overrides, so such a sweep says so).
 ``run`` queues the sweep, starts ``dvc queue start -j J``, polls ``dvc queue status`` until
-nothing is queued or running and writes ``reports/claims.md`` and ``reports/claims.csv``.
+nothing is queued or running and writes ``reports/claims.md`` and ``reports/claims.csv`` (from
+the experiments of all commits, ``-A``).
 ``report`` exits 2 with one line when ``dvc exp show`` holds no ``claims-*`` experiment, 1 on
 other errors; missing experiments are a warning in the report.
 """
@@ -160,6 +163,8 @@ class Setting:
     dataset: str
     variant: str
     seed: int
+    #: ``--set`` overrides shared by the whole sweep (applied before the variant's own).
+    extra: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -174,17 +179,19 @@ class Setting:
     @property
     def overrides(self) -> tuple[str, ...]:
         """The Hydra ``-S`` overrides of ``dvc exp run`` (seed and dataset always explicit)."""
-        return (f"seed={self.seed}", f"data.name={self.dataset}", *VARIANTS[self.variant])
+        return (f"seed={self.seed}", f"data.name={self.dataset}", *self.extra,
+                *VARIANTS[self.variant])
 
 
-def sweep(seeds: Sequence[int] = DEFAULT_SEEDS,
-          datasets: Sequence[str] = DATASETS) -> list[Setting]:
+def sweep(seeds: Sequence[int] = DEFAULT_SEEDS, datasets: Sequence[str] = DATASETS,
+          extra: Sequence[str] = ()) -> list[Setting]:
     """Every setting in queue order: all ``qsenn`` and ``dense`` experiments (they train the
     dense models) first, then the Table 4 variants, which reuse the L_div-trained dense models
     through the run cache."""
     trains = ("qsenn", "dense")
-    first = [Setting(d, v, s) for v in trains for d in datasets for s in seeds]
-    rest = [Setting(d, v, s) for d in datasets for s in seeds for v in VARIANTS
+    extra = tuple(extra)
+    first = [Setting(d, v, s, extra) for v in trains for d in datasets for s in seeds]
+    rest = [Setting(d, v, s, extra) for d in datasets for s in seeds for v in VARIANTS
             if v not in trains]
     return first + rest
 
@@ -552,17 +559,48 @@ def found_line(found: Found, expected: Sequence[Setting]) -> str:
     return f"Found {len(found)} claims experiments ({len(expected)} expected); {tail}."
 
 
-def report(found: Found, expected: Sequence[Setting]) -> tuple[str, str]:
-    """(Markdown report, CSV of the tables) of the claims experiments ``found``.
+def params_off_sweep(found: Found, base: str | Path = "params.yaml") -> list[str]:
+    """One line per dataset and param value that differs from what the sweep defines.
+
+    An experiment's params are compared with ``base`` after that experiment's seed, dataset and
+    variant overrides (without any ``--set``): what a ``--set`` changed, or a ``params.yaml``
+    that changed since the sweep was queued, shows here as ``dataset: key = value (n of m
+    experiments; params.yaml: old)``. Empty when ``base`` does not exist.
+    """
+    if not Path(base).is_file():
+        return []
+    counts: dict[tuple[str, str, str, str], int] = {}
+    per_dataset: dict[str, int] = {}
+    for (dataset, variant, seed), exp in sorted(found.items()):
+        per_dataset[dataset] = per_dataset.get(dataset, 0) + 1
+        defined = flatten(applied_params(Setting(dataset, variant, seed).overrides, base))
+        for key, value in flatten(exp.params).items():
+            if key in defined and defined[key] != value:
+                entry = (dataset, key, repr(value), repr(defined[key]))
+                counts[entry] = counts.get(entry, 0) + 1
+    return [f"{dataset}: {key} = {value} ({n} of {per_dataset[dataset]} experiments; "
+            f"{Path(base).name}: {old})"
+            for (dataset, key, value, old), n in sorted(counts.items())]
+
+
+def report(found: Found, expected: Sequence[Setting],
+           base: str | Path = "params.yaml") -> tuple[str, str]:
+    """(Markdown report, CSV of the tables) of the claims experiments ``found``; the params
+    that differ from ``base`` with each variant's overrides are listed under the first line.
 
     Raises:
         NoClaimsExperiments: ``found`` is empty.
     """
     if not found:
         raise NoClaimsExperiments("no claims-* experiment with results in dvc exp show "
-                                  "(python -m qsenn_core.claims run)")
+                                  "(python -m qsenn_core.claims run; -A for experiments "
+                                  "based on earlier commits)")
     datasets = [d for d in DATASETS if any(k[0] == d for k in found)]
     parts = ["# Q-SENN claims on the synthetic benchmark", "", found_line(found, expected), ""]
+    off = params_off_sweep(found, base)
+    if off:
+        parts += ["Params that differ from the sweep's definition (params.yaml with the "
+                  "variant's overrides):", "", *(f"- {line}" for line in off), ""]
     rows: list[dict[str, Any]] = []
     for dataset in datasets:
         table = dataset_table(found, dataset)
@@ -597,11 +635,16 @@ def write_report(found: Found, expected: Sequence[Setting], md: Path | None,
 # --------------------------------------------------------------------------- command line
 
 
-def _sweep_args(parser: argparse.ArgumentParser) -> None:
+def _sweep_args(parser: argparse.ArgumentParser, *, settable: bool = False) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
                         help="seeds (default: 0 1 2)")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS,
                         help="datasets (default: both)")
+    if settable:
+        parser.add_argument("--set", dest="extra", action="append", default=[],
+                            metavar="KEY=VALUE",
+                            help="a -S override for every experiment, e.g. "
+                                 "finetune.lr_factor=10 (repeatable; the report lists it)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -611,7 +654,7 @@ def _parser() -> argparse.ArgumentParser:
                     "FAIL per directional claim.")
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("queue", help="dvc exp run --queue every experiment of the sweep")
-    _sweep_args(q)
+    _sweep_args(q, settable=True)
     q.add_argument("--dry-run", action="store_true", help="print the commands only")
     r = sub.add_parser("report", help="tables and claims from dvc exp show --json")
     _sweep_args(r)
@@ -621,7 +664,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--md", type=Path, help="write the Markdown report here")
     r.add_argument("--csv", type=Path, help="write the tables as CSV here")
     a = sub.add_parser("run", help="queue, run the queue, wait, report to reports/claims.*")
-    _sweep_args(a)
+    _sweep_args(a, settable=True)
     a.add_argument("-j", "--jobs", type=int, default=1, help="queue workers (default 1)")
     a.add_argument("--poll", type=float, default=30.0, help="seconds between status polls")
     return parser
@@ -651,7 +694,9 @@ def _run(args: argparse.Namespace, expected: list[Setting]) -> int:
     if code != 0:
         return code
     wait_for_queue(args.poll)
-    sys.stdout.write(write_report(load_found(None), expected, REPORT_MD, REPORT_CSV))
+    # all commits: a commit made while the sweep ran must not hide its experiments
+    sys.stdout.write(write_report(load_found(None, all_commits=True), expected, REPORT_MD,
+                                  REPORT_CSV))
     log.info("wrote %s and %s", REPORT_MD, REPORT_CSV)
     return 0
 
@@ -660,7 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line; exit 0, 2 when there is no claims experiment, 1 on other errors."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    expected = sweep(args.seeds, args.datasets)
+    expected = sweep(args.seeds, args.datasets, getattr(args, "extra", ()))
     try:
         if args.command == "queue":
             return queue(expected, dry_run=args.dry_run)

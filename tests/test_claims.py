@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from qsenn_core import claims
 from qsenn_core.compare import experiments
@@ -96,7 +97,7 @@ def fake_shown(means: dict[tuple[str, str], dict[str, float]] | None = None,
         if s.name in skip:
             continue
         params = {"seed": s.seed, "data": {"name": s.dataset},
-                  "quant": {"enabled": s.variant in ("qsenn", "no-iter")}}
+                  "quant": {"enabled": s.variant in ("qsenn", "no-iter", "dense")}}
         rev = record(s.name, params, metrics_files(s.dataset, s.variant, s.seed, means))
         groups.append({"executor": None, "name": s.name, "revs": [rev]})
     other = record("unrelated", {"seed": 5, "data": {"name": "synth"}},
@@ -284,6 +285,38 @@ def test_queue_dry_run_lists_the_sweep(capsys: pytest.CaptureFixture[str]) -> No
                             "sldd": [*no_iter, "quant.enabled=false"]}[variant]
         assert not any(s.startswith("data.root") for s in sets)  # synth_tb lives in data/synth
     assert {(n.split("-s")[-1]) for n in names} == {"0", "1", "2"}
+
+
+def test_set_adds_one_override_to_every_experiment(capsys: pytest.CaptureFixture[str]) -> None:
+    assert claims.main(["queue", "--dry-run", "--datasets", "synth", "--set",
+                        "finetune.lr_factor=10", "--set", "train.epochs=5"]) == 0
+    commands = [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(commands) == 15
+    for command in commands:
+        name = command[command.index("-n") + 1]
+        sets = [command[i + 1] for i, arg in enumerate(command) if arg == "-S"]
+        assert sets[2:4] == ["finetune.lr_factor=10", "train.epochs=5"]
+        assert tuple(sets[4:]) == claims.VARIANTS[variant_of(name)]
+    assert claims.sweep((0,), ("synth",), ("finetune.lr_factor=10",))[0].name == \
+        "claims-synth-qsenn-s0"  # the names stay, so report finds the experiments
+
+
+def test_report_lists_the_params_that_differ_from_the_sweep() -> None:
+    assert claims.params_off_sweep(found_of(fake_shown()), BASE) == []
+    markdown, _ = claims.report(found_of(fake_shown()), claims.sweep(), BASE)
+    assert "differ from the sweep" not in markdown
+    shown = fake_shown()
+    for group in shown[0]["experiments"]:
+        if group["name"].startswith("claims-synth-") and "-dense-" not in group["name"]:
+            params = group["revs"][0]["data"]["params"]["params.yaml"]["data"]
+            params["finetune"] = {"lr_factor": 10}
+    lines = claims.params_off_sweep(found_of(shown), BASE)
+    base_factor = yaml.safe_load(BASE.read_text())["finetune"]["lr_factor"]
+    assert lines == [f"synth: finetune.lr_factor = 10 (12 of 15 experiments; params.yaml: "
+                     f"{base_factor!r})"]
+    markdown, _ = claims.report(found_of(shown), claims.sweep(), BASE)
+    assert f"- {lines[0]}" in markdown
+    assert claims.params_off_sweep(found_of(shown), BASE.parent / "absent.yaml") == []
 
 
 def test_every_setting_validates_through_dvcs_hydra_and_the_params_checker() -> None:
