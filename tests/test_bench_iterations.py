@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_scripts import load_bench
 from dvc_project import Reproduced
 
 from qsenn_core.params import load_params
@@ -17,13 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_iterations",
-                                                  ROOT / "bench" / "bench_iterations.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_iterations"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_iterations")
 
 
 def test_trajectory_matches_the_pipeline_metrics(reproduced: Reproduced,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_scripts import load_bench
 
 from qsenn_core.errors import QsennError
 from qsenn_core.params import load_params
@@ -17,13 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_scaling",
-                                                  ROOT / "bench" / "bench_scaling.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_scaling"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_scaling")
 
 
 def test_memory_model_is_linear_in_n_and_in_the_bytes_per_value() -> None:

@@ -4,27 +4,18 @@ the exact solver's (a wrong mapping shows as a large certified gap under our obj
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+from bench_scripts import load_bench
 
 from qsenn_core.sparse import lambda_grid, solve_path, standardize
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_solvers.py"
-
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_solvers", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_solvers"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_solvers")
 
 
 def _problem(bench: ModuleType, n: int, n_classes: int, d: int) -> tuple[np.ndarray, np.ndarray]:
