@@ -128,21 +128,77 @@ NO_ITER: tuple[str, ...] = ("~iterations.2", "~iterations.3", "iterations.1.epoc
                             "final=iter_1")
 NO_QUANT: tuple[str, ...] = ("quant.enabled=false",)
 
-#: Variant name -> its ``-S`` overrides on top of params.yaml (qsenn first: it is queued first).
-VARIANTS: Mapping[str, tuple[str, ...]] = {
-    "qsenn": (),
-    "dense": ("train.beta=0",),
-    "no-quant": NO_QUANT,
-    "no-iter": NO_ITER,
-    "sldd": NO_ITER + NO_QUANT,
+#: The paper's fine-tuning schedule (supplement, "Implementation Details"): N = 4 rounds of
+#: 10 + 10 + 10 + 40 epochs, the last with the lr x0.4 every 10 epochs. The same overrides as
+#: ``params/synth-paper-finetune.yaml`` (a test keeps the two equal).
+PAPER_CHAIN: tuple[str, ...] = (
+    "iterations.1.epochs=10", "iterations.2.epochs=10", "iterations.3.epochs=10",
+    "+iterations.4={prev: iter_3, epochs: 40, lr_step: 10, lr_gamma: 0.4}", "final=iter_4")
+#: The paper's SLDD-Model schedule, one round of 40 epochs with the lr x0.4 every 10 ("training
+#: for 70 instead of just 40 epochs"); as ``params/synth-paper-finetune-no-iter.yaml``.
+PAPER_SINGLE_ROUND: tuple[str, ...] = (
+    "iterations.1.epochs=40", "+iterations.1.lr_step=10", "+iterations.1.lr_gamma=0.4",
+    "~iterations.2", "~iterations.3", "final=iter_1")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A fine-tuning budget: the Q-SENN chain of rounds and the single round of the
+    "w/o iteration" and SLDD-Model variants, as ``-S`` overrides on top of params.yaml."""
+
+    chain: tuple[str, ...]
+    single_round: tuple[str, ...]
+    #: The preset files holding the same schedules (None: params.yaml's own chain).
+    presets: tuple[str, str] | None = None
+
+
+#: ``cpu``: params.yaml's 3 x 3 epochs (9 in one round without iteration); its experiment names
+#: carry no suffix. ``paper``: the paper's 10 + 10 + 10 + 40 (40 in one round), names end in
+#: ``-paper``; about 8x the fine-tuning time of ``cpu``.
+BUDGETS: Mapping[str, Budget] = {
+    "cpu": Budget((), NO_ITER),
+    "paper": Budget(PAPER_CHAIN, PAPER_SINGLE_ROUND,
+                    ("params/synth-paper-finetune.yaml",
+                     "params/synth-paper-finetune-no-iter.yaml")),
 }
+DEFAULT_BUDGET = "cpu"
+
+
+def budget_text(budget: str, base: str | Path = "params.yaml") -> str:
+    """``paper: 10 + 10 + 10 + 40 fine-tuning epochs, 40 in one round without iteration``
+    (``base`` with the budget's overrides; only the name when ``base`` does not exist)."""
+    if not Path(base).is_file():
+        return budget
+    schedule = BUDGETS[budget]
+    chain = applied_params(schedule.chain, base)["iterations"].values()
+    (single,) = applied_params(schedule.single_round, base)["iterations"].values()
+    epochs = " + ".join(str(it["epochs"]) for it in chain)
+    return (f"{budget}: {epochs} fine-tuning epochs, {single['epochs']} in one round without "
+            "iteration")
+
+
+def variant_overrides(variant: str, budget: str = DEFAULT_BUDGET) -> tuple[str, ...]:
+    """A variant's ``-S`` overrides on top of params.yaml under ``budget``."""
+    schedule = BUDGETS[budget]
+    return {
+        "qsenn": schedule.chain,
+        "dense": ("train.beta=0",),  # no fine-tuning: the same experiment under every budget
+        "no-quant": schedule.chain + NO_QUANT,
+        "no-iter": schedule.single_round,
+        "sldd": schedule.single_round + NO_QUANT,
+    }[variant]
+
+
+#: The variants, qsenn first (it is queued first); :func:`variant_overrides` gives each one's
+#: overrides.
+VARIANTS: tuple[str, ...] = ("qsenn", "dense", "no-quant", "no-iter", "sldd")
 
 PASS, WEAK, FAIL, NA = "PASS", "WEAK", "FAIL", "N/A"
 #: Claim (a): Q-SENN keeps this fraction of the dense accuracy.
 ACCURACY_RATIO = 0.97
 
 _NAME = re.compile(rf"^{PREFIX}-(?P<dataset>[a-z0-9_]+)-(?P<variant>{'|'.join(VARIANTS)})"
-                   r"-s(?P<seed>\d+)$")
+                   rf"-s(?P<seed>\d+)(?:-(?P<budget>{'|'.join(BUDGETS)}))?$")
 
 
 class ClaimsError(QsennError):
@@ -165,11 +221,15 @@ class Setting:
     seed: int
     #: ``--set`` overrides shared by the whole sweep (applied before the variant's own).
     extra: tuple[str, ...] = ()
+    #: A key of :data:`BUDGETS`.
+    budget: str = DEFAULT_BUDGET
 
     @property
     def name(self) -> str:
-        """``claims-<dataset>-<variant>-s<seed>``."""
-        return f"{PREFIX}-{self.dataset}-{self.variant}-s{self.seed}"
+        """``claims-<dataset>-<variant>-s<seed>``, then ``-<budget>`` unless the budget is
+        ``cpu``."""
+        suffix = "" if self.budget == DEFAULT_BUDGET else f"-{self.budget}"
+        return f"{PREFIX}-{self.dataset}-{self.variant}-s{self.seed}{suffix}"
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -180,19 +240,25 @@ class Setting:
     def overrides(self) -> tuple[str, ...]:
         """The Hydra ``-S`` overrides of ``dvc exp run`` (seed and dataset always explicit)."""
         return (f"seed={self.seed}", f"data.name={self.dataset}", *self.extra,
-                *VARIANTS[self.variant])
+                *variant_overrides(self.variant, self.budget))
 
 
 def sweep(seeds: Sequence[int] = DEFAULT_SEEDS, datasets: Sequence[str] = DATASETS,
-          extra: Sequence[str] = ()) -> list[Setting]:
+          extra: Sequence[str] = (), budget: str = DEFAULT_BUDGET,
+          variants: Sequence[str] = VARIANTS) -> list[Setting]:
     """Every setting in queue order: all ``qsenn`` and ``dense`` experiments (they train the
     dense models) first, then the Table 4 variants, which reuse the L_div-trained dense models
-    through the run cache."""
-    trains = ("qsenn", "dense")
+    through the run cache. ``variants`` picks a subset (in :data:`VARIANTS` order)."""
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or budget not in BUDGETS:
+        what = f"variant(s) {', '.join(unknown)}" if unknown else f"budget {budget}"
+        raise ClaimsError(f"unknown {what} (variants: {', '.join(VARIANTS)}; budgets: "
+                          f"{', '.join(BUDGETS)})")
+    trains = [v for v in ("qsenn", "dense") if v in variants]
+    others = [v for v in VARIANTS if v in variants and v not in trains]
     extra = tuple(extra)
-    first = [Setting(d, v, s, extra) for v in trains for d in datasets for s in seeds]
-    rest = [Setting(d, v, s, extra) for d in datasets for s in seeds for v in VARIANTS
-            if v not in trains]
+    first = [Setting(d, v, s, extra, budget) for v in trains for d in datasets for s in seeds]
+    rest = [Setting(d, v, s, extra, budget) for d in datasets for s in seeds for v in others]
     return first + rest
 
 
@@ -332,8 +398,9 @@ HEADLINE = ("accuracy", "diversity_at_5", "dependence", "binary_features")
 Found = dict[tuple[str, str, int], Experiment]
 
 
-def claims_experiments(rows: Sequence[Experiment]) -> Found:
-    """``(dataset, variant, seed) -> experiment`` of the ``claims-*`` experiments in ``rows``.
+def claims_experiments(rows: Sequence[Experiment], budget: str = DEFAULT_BUDGET) -> Found:
+    """``(dataset, variant, seed) -> experiment`` of the ``claims-*`` experiments of ``budget``
+    in ``rows`` (those of the other budgets are left out).
 
     Names that do not parse or name an unknown dataset are skipped with a warning, and so is a
     second experiment of the same name (``dvc exp show -A`` over several commits: the first,
@@ -346,6 +413,8 @@ def claims_experiments(rows: Sequence[Experiment]) -> Found:
         match = _NAME.match(exp.name)
         if match is None or match["dataset"] not in DATASETS:
             log.warning("%s: not a claims experiment name, skipped", exp.name)
+            continue
+        if (match["budget"] or DEFAULT_BUDGET) != budget:
             continue
         key = (match["dataset"], match["variant"], int(match["seed"]))
         if key in found:
@@ -559,11 +628,13 @@ def found_line(found: Found, expected: Sequence[Setting]) -> str:
     return f"Found {len(found)} claims experiments ({len(expected)} expected); {tail}."
 
 
-def params_off_sweep(found: Found, base: str | Path = "params.yaml") -> list[str]:
+def params_off_sweep(found: Found, base: str | Path = "params.yaml",
+                     budget: str = DEFAULT_BUDGET) -> list[str]:
     """One line per dataset and param value that differs from what the sweep defines.
 
     An experiment's params are compared with ``base`` after that experiment's seed, dataset and
-    variant overrides (without any ``--set``): what a ``--set`` changed, or a ``params.yaml``
+    variant overrides under ``budget`` (without any ``--set``): what a ``--set`` changed, or a
+    ``params.yaml``
     that changed since the sweep was queued, shows here as ``dataset: key = value (n of m
     experiments; params.yaml: old)``. Empty when ``base`` does not exist.
     """
@@ -573,7 +644,8 @@ def params_off_sweep(found: Found, base: str | Path = "params.yaml") -> list[str
     per_dataset: dict[str, int] = {}
     for (dataset, variant, seed), exp in sorted(found.items()):
         per_dataset[dataset] = per_dataset.get(dataset, 0) + 1
-        defined = flatten(applied_params(Setting(dataset, variant, seed).overrides, base))
+        setting = Setting(dataset, variant, seed, budget=budget)
+        defined = flatten(applied_params(setting.overrides, base))
         for key, value in flatten(exp.params).items():
             if key in defined and defined[key] != value:
                 entry = (dataset, key, repr(value), repr(defined[key]))
@@ -583,10 +655,11 @@ def params_off_sweep(found: Found, base: str | Path = "params.yaml") -> list[str
             for (dataset, key, value, old), n in sorted(counts.items())]
 
 
-def report(found: Found, expected: Sequence[Setting],
-           base: str | Path = "params.yaml") -> tuple[str, str]:
-    """(Markdown report, CSV of the tables) of the claims experiments ``found``; the params
-    that differ from ``base`` with each variant's overrides are listed under the first line.
+def report(found: Found, expected: Sequence[Setting], base: str | Path = "params.yaml",
+           budget: str = DEFAULT_BUDGET) -> tuple[str, str]:
+    """(Markdown report, CSV of the tables) of the claims experiments ``found`` (of fine-tuning
+    budget ``budget``); the params that differ from ``base`` with each variant's overrides are
+    listed under the first line.
 
     Raises:
         NoClaimsExperiments: ``found`` is empty.
@@ -596,8 +669,10 @@ def report(found: Found, expected: Sequence[Setting],
                                   "(python -m qsenn_core.claims run; -A for experiments "
                                   "based on earlier commits)")
     datasets = [d for d in DATASETS if any(k[0] == d for k in found)]
-    parts = ["# Q-SENN claims on the synthetic benchmark", "", found_line(found, expected), ""]
-    off = params_off_sweep(found, base)
+    parts = ["# Q-SENN claims on the synthetic benchmark", "",
+             f"Fine-tuning budget {budget_text(budget, base)}.", "",
+             found_line(found, expected), ""]
+    off = params_off_sweep(found, base, budget)
     if off:
         parts += ["Params that differ from the sweep's definition (params.yaml with the "
                   "variant's overrides):", "", *(f"- {line}" for line in off), ""]
@@ -614,18 +689,20 @@ def report(found: Found, expected: Sequence[Setting],
     return "\n".join(parts), seed_csv(rows)
 
 
-def load_found(source: str | None, all_commits: bool = False) -> Found:
-    """The claims experiments of ``dvc exp show --json`` (a file, ``-``, or dvc when None)."""
+def load_found(source: str | None, all_commits: bool = False,
+               budget: str = DEFAULT_BUDGET) -> Found:
+    """The claims experiments of ``budget`` in ``dvc exp show --json`` (a file, ``-``, or dvc
+    when None)."""
     shown = load_exp_show(source, dvc_args=["-A"] if all_commits else [])
-    return claims_experiments(experiments(shown))
+    return claims_experiments(experiments(shown), budget)
 
 
 def write_report(found: Found, expected: Sequence[Setting], md: Path | None,
-                 csv_path: Path | None) -> str:
+                 csv_path: Path | None, budget: str = DEFAULT_BUDGET) -> str:
     """Build the report, write ``md``/``csv_path`` atomically where given, return the Markdown."""
     for name in missing(found, expected):
         log.warning("missing claims experiment %s", name)
-    markdown, csv_text = report(found, expected)
+    markdown, csv_text = report(found, expected, budget=budget)
     for path, text in ((md, markdown), (csv_path, csv_text)):
         if path is not None:
             write_text(path, text)
@@ -640,6 +717,11 @@ def _sweep_args(parser: argparse.ArgumentParser, *, settable: bool = False) -> N
                         help="seeds (default: 0 1 2)")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS,
                         help="datasets (default: both)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
+                        help="variants (default: all five)")
+    parser.add_argument("--budget", default=DEFAULT_BUDGET, choices=list(BUDGETS),
+                        help="fine-tuning budget: cpu (params.yaml, 3 x 3 epochs) or paper "
+                             "(10 + 10 + 10 + 40; names end in -paper)")
     if settable:
         parser.add_argument("--set", dest="extra", action="append", default=[],
                             metavar="KEY=VALUE",
@@ -695,8 +777,8 @@ def _run(args: argparse.Namespace, expected: list[Setting]) -> int:
         return code
     wait_for_queue(args.poll)
     # all commits: a commit made while the sweep ran must not hide its experiments
-    sys.stdout.write(write_report(load_found(None, all_commits=True), expected, REPORT_MD,
-                                  REPORT_CSV))
+    found = load_found(None, all_commits=True, budget=args.budget)
+    sys.stdout.write(write_report(found, expected, REPORT_MD, REPORT_CSV, args.budget))
     log.info("wrote %s and %s", REPORT_MD, REPORT_CSV)
     return 0
 
@@ -705,13 +787,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line; exit 0, 2 when there is no claims experiment, 1 on other errors."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    expected = sweep(args.seeds, args.datasets, getattr(args, "extra", ()))
     try:
+        expected = sweep(args.seeds, args.datasets, getattr(args, "extra", ()), args.budget,
+                         args.variants)
         if args.command == "queue":
             return queue(expected, dry_run=args.dry_run)
         if args.command == "report":
-            found = load_found(args.input, args.all_commits)
-            sys.stdout.write(write_report(found, expected, args.md, args.csv))
+            found = load_found(args.input, args.all_commits, args.budget)
+            sys.stdout.write(write_report(found, expected, args.md, args.csv, args.budget))
             return 0
         return _run(args, expected)
     except NoClaimsExperiments as err:

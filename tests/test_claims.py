@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from qsenn_core import claims
+from qsenn_core import claims, presets
 from qsenn_core.compare import experiments
 from qsenn_core.errors import ParamsError
 from qsenn_core.metric_columns import HIGHER, LOWER
@@ -296,7 +296,7 @@ def test_set_adds_one_override_to_every_experiment(capsys: pytest.CaptureFixture
         name = command[command.index("-n") + 1]
         sets = [command[i + 1] for i, arg in enumerate(command) if arg == "-S"]
         assert sets[2:4] == ["finetune.lr_factor=10", "train.epochs=5"]
-        assert tuple(sets[4:]) == claims.VARIANTS[variant_of(name)]
+        assert tuple(sets[4:]) == claims.variant_overrides(variant_of(name))
     assert claims.sweep((0,), ("synth",), ("finetune.lr_factor=10",))[0].name == \
         "claims-synth-qsenn-s0"  # the names stay, so report finds the experiments
 
@@ -336,7 +336,7 @@ def test_every_setting_validates_through_dvcs_hydra_and_the_params_checker() -> 
 
 def test_a_bad_setting_is_one_line_naming_the_experiment(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(claims.VARIANTS, "no-quant", ("quant.n_per_class=60",))
+    monkeypatch.setattr(claims, "NO_QUANT", ("quant.n_per_class=60",))
     with pytest.raises(ParamsError, match="claims-synth-no-quant-s0: .*n_per_class") as err:
         claims.check_settings(claims.sweep((0,), ("synth",)), BASE)
     assert "\n" not in str(err.value)
@@ -450,3 +450,66 @@ def test_parallel_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> No
     assert claims.worker_env(32, {})["OMP_NUM_THREADS"] == "1"
     assert "OMP_NUM_THREADS" not in claims.worker_env(1, {})
     assert claims.worker_env(4, {"OMP_NUM_THREADS": "2"})["OMP_NUM_THREADS"] == "2"
+
+
+def test_paper_budget_names_and_schedules(capsys: pytest.CaptureFixture[str]) -> None:
+    assert claims.main(["queue", "--dry-run", "--datasets", "synth", "--budget", "paper",
+                        "--variants", "sldd", "qsenn"]) == 0
+    commands = [shlex.split(line) for line in capsys.readouterr().out.splitlines()]
+    names = [c[c.index("-n") + 1] for c in commands]
+    # qsenn first (the longest runs), then the others; every name ends in the budget
+    assert names == [f"claims-synth-qsenn-s{s}-paper" for s in SEEDS] + \
+        [f"claims-synth-sldd-s{s}-paper" for s in SEEDS]
+    settings = claims.sweep(SEEDS, ("synth",), budget="paper", variants=("qsenn", "sldd"))
+    claims.check_settings(settings, BASE)
+    qsenn = claims.applied_params(settings[0].overrides, BASE)
+    assert [it["epochs"] for it in qsenn["iterations"].values()] == [10, 10, 10, 40]
+    assert qsenn["iterations"]["4"] == {"prev": "iter_3", "epochs": 40, "lr_step": 10,
+                                        "lr_gamma": 0.4}
+    assert qsenn["final"] == "iter_4" and qsenn["quant"]["enabled"] is True
+    sldd = claims.applied_params(settings[-1].overrides, BASE)
+    assert sldd["iterations"] == {"1": {"prev": "dense", "epochs": 40, "lr_step": 10,
+                                        "lr_gamma": 0.4}}
+    assert sldd["quant"]["enabled"] is False
+    # no fine-tuning, so the conventional dense model is the same experiment under any budget
+    assert claims.variant_overrides("dense", "paper") == claims.variant_overrides("dense")
+
+
+@pytest.mark.parametrize("budget", [b for b in claims.BUDGETS if claims.BUDGETS[b].presets])
+def test_budget_schedules_equal_their_preset_files(budget: str) -> None:
+    schedule = claims.BUDGETS[budget]
+    for preset, overrides in zip(schedule.presets, (schedule.chain, schedule.single_round),
+                                 strict=True):
+        base, merged = presets.load_raw(BASE, REPO / preset)
+        assert presets.dvc_overrides(base, merged) == list(overrides), preset
+
+
+def test_report_reads_the_experiments_of_its_budget_only() -> None:
+    shown = fake_shown()
+    cpu = {g["name"] for g in shown[0]["experiments"]}
+    for group in list(shown[0]["experiments"]):  # the same sweep again under budget paper
+        if group["name"].startswith("claims-synth-"):
+            paper = json.loads(json.dumps(group).replace(group["name"], group["name"] + "-paper"))
+            rev = paper["revs"][0]
+            for metrics in rev["data"]["metrics"].values():
+                metrics["data"]["accuracy"] = 12.345
+            shown[0]["experiments"].append(paper)
+    rows = experiments(shown)
+    cpu_found = claims.claims_experiments(rows)
+    paper_found = claims.claims_experiments(rows, "paper")
+    assert {e.name for e in cpu_found.values()} <= cpu
+    assert len(paper_found) == 15 and set(paper_found) <= set(cpu_found)
+    assert all(e.name.endswith("-paper") for e in paper_found.values())
+    expected = claims.sweep(SEEDS, ("synth",), budget="paper")
+    markdown, _ = claims.report(paper_found, expected, BASE, budget="paper")
+    assert "Fine-tuning budget paper: 10 + 10 + 10 + 40 fine-tuning epochs, 40 in one round" \
+        in markdown
+    assert "none missing" in markdown and "synth_travelingbirds" not in markdown
+    assert "12.3 ± 0.0" in markdown  # the paper rows' accuracy, not the cpu rows'
+
+
+def test_unknown_variant_or_budget_is_one_line() -> None:
+    with pytest.raises(claims.ClaimsError, match="unknown variant.*slld"):
+        claims.sweep(variants=("slld",))
+    with pytest.raises(claims.ClaimsError, match="unknown budget long"):
+        claims.sweep(budget="long")

@@ -61,7 +61,8 @@ def test_every_named_preset_is_shipped():
 def test_every_preset_passes_the_validator(preset):
     params = presets.load_preset(preset, BASE)
     assert isinstance(params, Params)
-    assert params.data.name != "synth"
+    # paper-* presets move to a real dataset; synth-* ones change the schedule on synth
+    assert (params.data.name != "synth") == preset.stem.startswith("paper-")
     assert params.final in params.iteration_models()
 
 
