@@ -753,8 +753,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def worker_env(jobs: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of the queue workers: with ``jobs`` > 1, each run's torch gets
-    ``cpu_count // jobs`` threads (``OMP_NUM_THREADS``, unless already set).
+    """The environment of the queue workers: this interpreter's bin folder first on ``PATH``
+    (the workers find ``dvc`` there) and, with ``jobs`` > 1, ``cpu_count // jobs`` torch
+    threads per run (``OMP_NUM_THREADS``, unless already set).
 
     J runs that each start one thread per core oversubscribe the CPU; on a 2-core machine that
     made training 40-100x slower instead of 2x.
@@ -762,6 +763,12 @@ def worker_env(jobs: int, environ: Mapping[str, str] | None = None) -> dict[str,
     env = dict(os.environ if environ is None else environ)
     if jobs > 1 and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    # The workers start `dvc exp run` through PATH: without this environment's bin folder on it
+    # (a venv run as .venv/bin/python, not activated) they die with "No such file: 'dvc'".
+    bindir = str(Path(sys.executable).parent)
+    path = env.get("PATH", "")
+    if bindir not in path.split(os.pathsep):
+        env["PATH"] = os.pathsep.join([bindir, path]) if path else bindir
     return env
 
 

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -450,6 +451,14 @@ def test_parallel_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> No
     assert claims.worker_env(32, {})["OMP_NUM_THREADS"] == "1"
     assert "OMP_NUM_THREADS" not in claims.worker_env(1, {})
     assert claims.worker_env(4, {"OMP_NUM_THREADS": "2"})["OMP_NUM_THREADS"] == "2"
+
+
+def test_workers_find_this_environments_dvc() -> None:
+    env = claims.worker_env(2, {"PATH": "/usr/bin:/bin"})
+    found = shutil.which("dvc", path=env["PATH"])
+    assert found is not None and Path(found).parent == Path(sys.executable).parent
+    assert env["PATH"].endswith("/usr/bin:/bin")
+    assert claims.worker_env(1, dict(env))["PATH"] == env["PATH"]  # not prepended twice
 
 
 def test_paper_budget_names_and_schedules(capsys: pytest.CaptureFixture[str]) -> None:
