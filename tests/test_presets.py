@@ -23,6 +23,7 @@ SHIPPED = {
     "paper-cub-resnet50", "paper-cub-densenet121", "paper-cub-inception_v3",
     "paper-travelingbirds", "paper-cars", "paper-aircraft", "paper-imagenet-fast",
     "paper-prototype-224", "paper-cub-resnet50-no-quant", "paper-cub-resnet50-no-iter",
+    "synth-paper-finetune", "synth-paper-finetune-no-iter",
 }
 
 
