@@ -53,12 +53,16 @@ no data on one side is N/A.
 Command line (run inside the project)::
 
     python -m qsenn_core.claims queue [--seeds 0 1 2] [--datasets synth synth_travelingbirds]
+                                      [--variants qsenn dense ...] [--budget cpu|paper]
                                       [--set KEY=VALUE ...] [--dry-run]
     python -m qsenn_core.claims report [--input FILE|-] [--md PATH] [--csv PATH]
     python -m qsenn_core.claims run [--seeds ...] [--datasets ...] [--set ...] [-j 1]
 
-``--set KEY=VALUE`` adds one ``-S`` override to every experiment (the report lists every
-param that differs from ``params.yaml`` with the variant's overrides, so such a sweep says so).
+``--budget paper`` swaps the CPU fine-tuning schedule for the paper's (:data:`BUDGETS`; names
+end in ``-paper``, and ``report --budget paper`` reads only those); ``--variants`` picks a
+subset of the five. ``--set KEY=VALUE`` adds one ``-S`` override to every experiment (the
+report lists every param that differs from ``params.yaml`` with the variant's overrides, so
+such a sweep says so).
 ``run`` queues the sweep, starts ``dvc queue start -j J``, polls ``dvc queue status`` until
 nothing is queued or running and writes ``reports/claims.md`` and ``reports/claims.csv`` (from
 the experiments of all commits, ``-A``).
@@ -634,9 +638,8 @@ def params_off_sweep(found: Found, base: str | Path = "params.yaml",
 
     An experiment's params are compared with ``base`` after that experiment's seed, dataset and
     variant overrides under ``budget`` (without any ``--set``): what a ``--set`` changed, or a
-    ``params.yaml``
-    that changed since the sweep was queued, shows here as ``dataset: key = value (n of m
-    experiments; params.yaml: old)``. Empty when ``base`` does not exist.
+    ``params.yaml`` that changed since the sweep was queued, shows here as ``dataset: key =
+    value (n of m experiments; params.yaml: old)``. Empty when ``base`` does not exist.
     """
     if not Path(base).is_file():
         return []
