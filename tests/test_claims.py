@@ -182,7 +182,8 @@ def test_clear_claims_pass() -> None:
     results = claims.judge_claims(found_of(fake_shown()))
     verdicts = by_statement(results)
     assert set(verdicts.values()) == {claims.PASS}
-    assert len(results) == 1 + 2 * 2 + 2 + 2 + 2 + 2  # (a), (b) x2, (c), (d), (e) x2, (f)
+    assert len(results) == 1 + 2 * 2 + 2 + 2 * 2 + 2 + 2  # (a), (b) x2, (c), (d) x2, (e) x2, (f)
+    assert ("d", "synth", "Binary features Q-SENN > w/o quantization") in verdicts
     assert ("a", "synth", "Q-SENN accuracy >= 97% of dense") in verdicts
     assert ("f", "synth_travelingbirds",
             "Assignments changed iteration 2->3 < iteration 1->2") in verdicts
@@ -209,6 +210,15 @@ def test_changing_one_metric_changes_the_verdict(qsenn_diversity: float, verdict
     # the other dataset and the other comparison of (b) are untouched
     assert verdicts["b", "synth_travelingbirds", "diversity@5 Q-SENN > SLDD-Model"] == claims.PASS
     assert verdicts["b", "synth", "diversity@5 SLDD-Model > dense"] == claims.PASS
+
+
+def test_binary_claims_compare_with_dense_and_with_the_quantization_ablation() -> None:
+    means = _means_with("synth", "w/o quantization", "binary_features", 45.0)  # above Q-SENN
+    verdicts = by_statement(claims.judge_claims(found_of(fake_shown(means))))
+    assert verdicts["d", "synth", "Binary features Q-SENN > w/o quantization"] == claims.FAIL
+    assert verdicts["d", "synth", "Binary features Q-SENN > dense"] == claims.PASS
+    assert verdicts["d", "synth_travelingbirds",
+                    "Binary features Q-SENN > w/o quantization"] == claims.PASS
 
 
 def test_lower_is_better_claims_and_the_accuracy_ratio() -> None:
@@ -413,7 +423,7 @@ def test_report_cli_writes_markdown_and_csv(tmp_path: Path,
     assert printed == md.read_text()
     assert "Found 30 claims experiments (30 expected); none missing." in printed
     assert claims.RULE in printed
-    assert "13 PASS / 0 WEAK / 0 FAIL / 0 N/A" in printed
+    assert "15 PASS / 0 WEAK / 0 FAIL / 0 N/A" in printed
     assert table_csv.read_text().startswith("dataset,setting,n_seeds,seeds,accuracy_mean,")
 
 
