@@ -222,7 +222,13 @@ class SeededSampler(Sampler[tuple[int, int]]):
 
 class SeededSamples(Dataset[Any]):
     """``dataset[(i, seed)]``: item ``i`` of the wrapped dataset, its random transform drawn
-    from ``seed`` (the process's own random state is left as it was)."""
+    from ``seed`` (the process's own random state is left as it was).
+
+    Only the CPU generator is seeded (the transforms draw from it): ``torch.manual_seed`` would
+    also reseed CUDA's generator, which ``fork_rng(devices=[])`` does not restore, so with
+    ``data.num_workers`` 0 on a GPU every sample would reset the dropout stream; on a CPU it
+    costs a traceback per device and sample for the lazy CUDA/XPU/MTIA seeding (about 30% of
+    a small-image loader's time)."""
 
     def __init__(self, dataset: Dataset[Any]) -> None:
         self.dataset = dataset
@@ -233,7 +239,7 @@ class SeededSamples(Dataset[Any]):
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             return self.dataset[index]
 
 

@@ -46,3 +46,16 @@ def test_sample_seeds_differ_by_epoch_and_index_and_leave_the_global_rng_alone()
     after = torch.rand(3)
     assert torch.equal(before, after)  # the sample's draws came from its own seed
     assert torch.equal(a, samples[(1, 77)][0]) and not torch.equal(a, samples[(1, 78)][0])
+
+
+def test_sample_seeding_leaves_the_accelerator_generators_alone(monkeypatch) -> None:
+    """Only the CPU generator is seeded per sample: fork_rng(devices=[]) restores only that one,
+    so seeding CUDA too would reset the GPU's dropout stream at every sample (num_workers 0)."""
+    reseeded: list[str] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append("cuda"))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: reseeded.append("cuda"))
+    samples = training.SeededSamples(NoisyBlobs(4))
+    image = samples[(2, 5)][0]
+    assert reseeded == []
+    torch.manual_seed(5)  # the same draws as seeding the whole process with the sample's seed
+    assert torch.equal(image, NoisyBlobs(4)[2][0])
