@@ -182,7 +182,7 @@ def test_clear_claims_pass() -> None:
     results = claims.judge_claims(found_of(fake_shown()))
     verdicts = by_statement(results)
     assert set(verdicts.values()) == {claims.PASS}
-    assert len(results) == 1 + 2 * 2 + 2 + 2 * 2 + 2 + 2  # (a), (b) x2, (c), (d) x2, (e) x2, (f)
+    assert len(results) == 1 + 2 * 2 + 2 + 2 * 2 + 3 + 2  # (a), (b) x2, (c), (d) x2, (e) x3, (f)
     assert ("d", "synth", "Binary features Q-SENN > w/o quantization") in verdicts
     assert ("a", "synth", "Q-SENN accuracy >= 97% of dense") in verdicts
     assert ("f", "synth_travelingbirds",
@@ -231,6 +231,14 @@ def test_lower_is_better_claims_and_the_accuracy_ratio() -> None:
     verdicts = by_statement(claims.judge_claims(found_of(fake_shown(means))))
     assert verdicts["e", "synth_travelingbirds", "Accuracy SLDD-Model > dense"] == claims.WEAK
     assert verdicts["e", "synth_travelingbirds", "Accuracy Q-SENN > dense"] == claims.PASS
+
+
+def test_travelingbirds_claim_q_senn_above_sldd() -> None:
+    means = _means_with("synth_travelingbirds", "Q-SENN", "accuracy", 57.0)  # below SLDD's 60
+    verdicts = by_statement(claims.judge_claims(found_of(fake_shown(means))))
+    assert verdicts["e", "synth_travelingbirds", "Accuracy Q-SENN > SLDD-Model"] == claims.FAIL
+    assert verdicts["e", "synth_travelingbirds", "Accuracy Q-SENN > dense"] == claims.PASS
+    assert ("e", "synth", "Accuracy Q-SENN > SLDD-Model") not in verdicts  # TravelingBirds only
 
 
 def test_judge_order_rule() -> None:
@@ -423,7 +431,7 @@ def test_report_cli_writes_markdown_and_csv(tmp_path: Path,
     assert printed == md.read_text()
     assert "Found 30 claims experiments (30 expected); none missing." in printed
     assert claims.RULE in printed
-    assert "15 PASS / 0 WEAK / 0 FAIL / 0 N/A" in printed
+    assert "16 PASS / 0 WEAK / 0 FAIL / 0 N/A" in printed
     assert table_csv.read_text().startswith("dataset,setting,n_seeds,seeds,accuracy_mean,")
 
 
