@@ -540,3 +540,18 @@ def test_unknown_variant_or_budget_is_one_line() -> None:
         claims.sweep(variants=("slld",))
     with pytest.raises(claims.ClaimsError, match="unknown budget long"):
         claims.sweep(budget="long")
+
+
+def test_paired_reading_uses_the_shared_seeds_and_keeps_the_verdict() -> None:
+    a = {0: 71.0, 1: 72.5, 2: 69.0, 3: 80.0}  # seed 3 only on one side: left out
+    b = {0: 70.0, 1: 71.5, 2: 68.5}
+    assert claims.paired_text(a, b, HIGHER) == "paired over 3 seeds: +0.83 ± 0.29, 2·SE 0.33"
+    assert claims.paired_text(b, a, LOWER) == "paired over 3 seeds: +0.83 ± 0.29, 2·SE 0.33"
+    assert claims.paired_text(a, b, LOWER).startswith("paired over 3 seeds: -0.83")
+    assert claims.paired_text({0: 1.0}, {0: 2.0}, HIGHER) == ""
+    # a line of the report carries both readings
+    verdicts = claims.judge_claims(found_of(fake_shown()))
+    line = next(r for r in verdicts if r.dataset == "synth"
+                and r.statement.startswith("diversity@5 Q-SENN > SLDD-Model"))
+    assert line.verdict == claims.PASS
+    assert "; paired over 3 seeds: +8.00 ± 0.00, 2·SE 0.00" in line.detail
