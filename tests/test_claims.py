@@ -182,7 +182,7 @@ def test_clear_claims_pass() -> None:
     results = claims.judge_claims(found_of(fake_shown()))
     verdicts = by_statement(results)
     assert set(verdicts.values()) == {claims.PASS}
-    assert len(results) == 1 + 2 * 2 + 2 + 2 * 2 + 3 + 2  # (a), (b) x2, (c), (d) x2, (e) x3, (f)
+    assert len(results) == 1 + 2 * 2 + 2 + 2 * 2 + 4 + 2  # (a), (b) x2, (c), (d) x2, (e) x4, (f)
     assert ("d", "synth", "Binary features Q-SENN > w/o quantization") in verdicts
     assert ("a", "synth", "Q-SENN accuracy >= 97% of dense") in verdicts
     assert ("f", "synth_travelingbirds",
@@ -239,6 +239,19 @@ def test_travelingbirds_claim_q_senn_above_sldd() -> None:
     assert verdicts["e", "synth_travelingbirds", "Accuracy Q-SENN > SLDD-Model"] == claims.FAIL
     assert verdicts["e", "synth_travelingbirds", "Accuracy Q-SENN > dense"] == claims.PASS
     assert ("e", "synth", "Accuracy Q-SENN > SLDD-Model") not in verdicts  # TravelingBirds only
+
+
+@pytest.mark.parametrize(("no_iter_accuracy", "verdict"), [
+    (58.0, claims.PASS),   # Q-SENN 62: gap 4 > 1.63
+    (61.5, claims.WEAK),   # gap 0.5 within 2 SE
+    (63.0, claims.FAIL),   # reversed
+])
+def test_travelingbirds_claim_iteration_adds_robustness(no_iter_accuracy: float,
+                                                        verdict: str) -> None:
+    means = _means_with("synth_travelingbirds", "w/o iteration", "accuracy", no_iter_accuracy)
+    verdicts = by_statement(claims.judge_claims(found_of(fake_shown(means))))
+    assert verdicts["e", "synth_travelingbirds", "Accuracy Q-SENN > w/o iteration"] == verdict
+    assert verdicts["e", "synth_travelingbirds", "Accuracy Q-SENN > SLDD-Model"] == claims.PASS
 
 
 def test_judge_order_rule() -> None:
@@ -431,7 +444,7 @@ def test_report_cli_writes_markdown_and_csv(tmp_path: Path,
     assert printed == md.read_text()
     assert "Found 30 claims experiments (30 expected); none missing." in printed
     assert claims.RULE in printed
-    assert "16 PASS / 0 WEAK / 0 FAIL / 0 N/A" in printed
+    assert "17 PASS / 0 WEAK / 0 FAIL / 0 N/A" in printed
     assert table_csv.read_text().startswith("dataset,setting,n_seeds,seeds,accuracy_mean,")
 
 
